@@ -1,0 +1,69 @@
+"""The project's error tree. Foreign errors (httpx, SQLAlchemy, the DB driver) are translated into it
+once, at the edge that sees them: ``backends/fabric/client.py`` and ``store/db.py``.
+
+::
+
+    ConvergeError
+    ├── TemporaryError(delay)           retry the same work later; the loop owns the backoff
+    │   ├── ControllerUnavailable       refused, reset, timed out, 5xx, circuit open
+    │   └── RaceLost                    deadlock / Galera certification failure / lost guarded update
+    ├── PermanentError                  retrying the same input cannot help
+    │   ├── ObjectRejected(index)       the controller refused one operation of a batch (4xx naming it)
+    │   ├── ProtocolViolation           the controller answered something the protocol does not allow
+    │   └── ConfigurationError          bad token, bad URL, bad database URL
+    ├── PreconditionFailed(etag)        412: the root's ETag is not what the writer believed
+    └── LeaseLost                       this worker no longer holds the root; stop writing at once
+"""
+
+from __future__ import annotations
+
+
+class ConvergeError(Exception):
+    """Base of every error Converge raises on purpose."""
+
+
+class TemporaryError(ConvergeError):
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class ControllerUnavailable(TemporaryError):
+    """The controller could not be reached or answered 5xx; says which URL."""
+
+
+class RaceLost(TemporaryError):
+    """Another writer got there first (deadlock, certification failure, guarded UPDATE hit no row)."""
+
+
+class PermanentError(ConvergeError):
+    """Retrying the same input cannot succeed."""
+
+
+class ObjectRejected(PermanentError):
+    """The controller rejected operation ``index`` of a batch; nothing of the batch was applied."""
+
+    def __init__(self, message: str, *, index: int | None, status: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.status = status
+
+
+class ProtocolViolation(PermanentError):
+    """The controller's answer does not follow docs/protocol.md."""
+
+
+class ConfigurationError(PermanentError):
+    """The configuration cannot work: wrong token, malformed URL, unreachable database URL."""
+
+
+class PreconditionFailed(ConvergeError):
+    """412: the root's fingerprint differs from the ``If-Match`` the writer sent."""
+
+    def __init__(self, message: str, *, current: int) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class LeaseLost(ConvergeError):
+    """The worker's lease on a root was taken over or expired: it must not write for that root again."""

@@ -1,0 +1,116 @@
+"""Per-root leases and worker heartbeats: the seed's optimistic lock, done per root and fenced.
+
+A lease is the row ``converge_roots(root)`` with ``owner``, ``epoch`` and ``expires_at`` (the database's
+clock). Every change to it is one guarded ``UPDATE … WHERE``; nothing is ever locked across a network
+call. Durations (see :class:`LeaseTiming`): a lease lasts ``duration`` seconds from its last renewal; its
+holder renews every ``renew_every`` seconds and treats it as lost if a renewal has not succeeded within
+``renew_deadline``; a free root is retried every ``retry_period``.
+
+What it guarantees: at most one worker can *write* for a root at a time, because every write of the holder
+(see :func:`guard`) is conditional on owner, epoch and ``expires_at > now`` in the same transaction, and
+the controller's If-Match refuses a stale writer's batch. What it does not: that a worker notices at once
+that it lost a lease (a paused process learns it when it wakes), or a fair split while workers disagree
+about who is alive (rendezvous hashing converges once heartbeats agree).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.engine import Connection
+
+from converge.core.errors import LeaseLost
+from converge.core.ids import RootId, WorkerId
+from converge.store.db import db_now, insert_missing
+from converge.store.schema import ZERO_HEX, roots, workers
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    duration: float = 15.0
+    renew_every: float = 5.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    root: RootId
+    owner: WorkerId
+    epoch: int
+
+
+def ensure_roots(conn: Connection, names: list[RootId]) -> None:
+    insert_missing(conn, roots, [{"root": r, "acked": ZERO_HEX, "epoch": 0, "next_attempt_at": 0.0,
+                                  "failures": 0} for r in names])
+
+
+def acquire(conn: Connection, root: RootId, owner: WorkerId, duration: float) -> Lease | None:
+    """Take the root if it is free or its lease expired; the epoch is bumped so old holders are fenced."""
+    res = conn.execute(
+        update(roots)
+        .where(roots.c.root == root,
+               or_(roots.c.owner.is_(None), roots.c.expires_at < db_now(), roots.c.owner == owner))
+        .values(owner=owner, epoch=roots.c.epoch + 1, expires_at=db_now() + duration))
+    if res.rowcount != 1:
+        return None
+    epoch = conn.execute(select(roots.c.epoch).where(roots.c.root == root, roots.c.owner == owner)).scalar()
+    return None if epoch is None else Lease(root, owner, int(epoch))
+
+
+def renew_all(conn: Connection, owner: WorkerId, duration: float) -> dict[RootId, int]:
+    """Extend every unexpired lease of ``owner``; return the roots (with epochs) it still holds."""
+    conn.execute(update(roots).where(roots.c.owner == owner, roots.c.expires_at > db_now())
+                 .values(expires_at=db_now() + duration))
+    rows = conn.execute(select(roots.c.root, roots.c.epoch)
+                        .where(roots.c.owner == owner, roots.c.expires_at > db_now()))
+    return {RootId(r.root): int(r.epoch) for r in rows}
+
+
+def release(conn: Connection, lease: Lease) -> None:
+    conn.execute(update(roots).where(roots.c.root == lease.root, roots.c.owner == lease.owner,
+                                     roots.c.epoch == lease.epoch)
+                 .values(owner=None, expires_at=None))
+
+
+def guard(conn: Connection, lease: Lease, **values: object) -> None:
+    """Within the caller's transaction, prove ``lease`` is still held (and set ``values`` on the root).
+
+    Raises :class:`LeaseLost` if it is not; the caller's transaction must then roll back.
+    """
+    stmt = update(roots).where(roots.c.root == lease.root, roots.c.owner == lease.owner,
+                               roots.c.epoch == lease.epoch, roots.c.expires_at > db_now())
+    res = conn.execute(stmt.values(**values) if values else stmt.values(epoch=roots.c.epoch))
+    if res.rowcount != 1:
+        raise LeaseLost(f"lease on root {lease.root} (epoch {lease.epoch}) is no longer held by {lease.owner}")
+
+
+def new_worker_id() -> WorkerId:
+    return WorkerId(f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(4).hex()}")
+
+
+def heartbeat(conn: Connection, worker: WorkerId, started_at: float | None = None) -> None:
+    res = conn.execute(update(workers).where(workers.c.worker == worker).values(heartbeat_at=db_now()))
+    if res.rowcount == 0:
+        insert_missing(conn, workers, [{"worker": worker, "host": socket.gethostname()[:255],
+                                        "pid": os.getpid(), "started_at": started_at or 0.0,
+                                        "heartbeat_at": 0.0}])
+        conn.execute(update(workers).where(workers.c.worker == worker).values(heartbeat_at=db_now()))
+
+
+def live_workers(conn: Connection, within: float) -> list[WorkerId]:
+    rows = conn.execute(select(workers.c.worker).where(workers.c.heartbeat_at > db_now() - within))
+    return sorted(WorkerId(r.worker) for r in rows)
+
+
+def retire(conn: Connection, worker: WorkerId) -> None:
+    """A stopping worker gives its roots back at once instead of letting them expire."""
+    conn.execute(update(roots).where(roots.c.owner == worker).values(owner=None, expires_at=None))
+    conn.execute(delete(workers).where(workers.c.worker == worker))
+
+
+def forget_dead_workers(conn: Connection, older_than: float) -> None:
+    conn.execute(delete(workers).where(and_(workers.c.heartbeat_at < db_now() - older_than)))

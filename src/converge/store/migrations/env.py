@@ -1,0 +1,30 @@
+"""Alembic environment for Converge's tables. Runs standalone (``converge db upgrade``) and, later, as a
+branch of ``neutron-db-manage``; the version table is Converge's own so it never touches Neutron's."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+from converge.store.schema import metadata
+
+VERSION_TABLE = "converge_alembic_version"
+config = context.config
+
+
+def run() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
+                                poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=metadata, version_table=VERSION_TABLE)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run()
