@@ -109,6 +109,7 @@ roots = Table(
     Column("failures", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
     Column("synced_at", Double, nullable=True),
+    Column("repair_requested", Double, nullable=True),  # set by an operator, cleared by the repair
     Index(None, "owner"),
 )
 

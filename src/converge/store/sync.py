@@ -12,13 +12,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from converge.core import canonical
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
-from converge.store.db import db_now, upsert
+from converge.store.db import db_now, insert_missing, upsert
 from converge.store.intent import key_filter
 from converge.store.leases import Lease, guard
 from converge.store.schema import ObjectState, desired, journal, roots, status
@@ -86,6 +86,7 @@ class Outcome:
     blocked: dict[Key, tuple[int | None, str]] = field(default_factory=dict)  # (pushed, message)
     learned: dict[Key, int | None] = field(default_factory=dict)  # repair: what the controller holds
     drained: list[int] = field(default_factory=list)
+    repaired: bool = False  # a repair produced this: clears an operator's repair request
 
 
 def _hex(value: int | None) -> str | None:
@@ -147,9 +148,10 @@ def pushed_in_root(conn: Connection, root: RootId) -> dict[Key, int]:
     return {(r.kind, r.id): int(r.pushed_digest, 16) for r in rows}
 
 
-def desired_keys_in_root(conn: Connection, root: RootId) -> set[Key]:
-    return {(r.kind, r.id) for r in conn.execute(select(desired.c.kind, desired.c.id)
-                                                 .where(desired.c.root == root))}
+def desired_in_root(conn: Connection, root: RootId) -> dict[Key, int]:
+    """Every desired object of ``root`` with its digest (for drift reports)."""
+    rows = conn.execute(select(desired.c.kind, desired.c.id, desired.c.digest).where(desired.c.root == root))
+    return {(r.kind, r.id): int(r.digest, 16) for r in rows}
 
 
 def root_state(conn: Connection, root: RootId) -> RootState | None:
@@ -170,8 +172,9 @@ def commit_outcome(conn: Connection, lease: Lease, outcome: Outcome) -> None:
     Must run inside one transaction (``engine.begin()``); raises LeaseLost (and the caller rolls back) if
     the lease is gone, so a worker that lost its root never writes for it.
     """
+    extra: dict[str, Any] = {"repair_requested": None} if outcome.repaired else {}
     guard(conn, lease, acked=canonical.hex256(outcome.acked), failures=0, last_error=None,
-          next_attempt_at=0.0, synced_at=db_now())
+          next_attempt_at=0.0, synced_at=db_now(), **extra)
     rows: list[Mapping[str, Any]] = []
     root = lease.root
 
@@ -181,8 +184,7 @@ def commit_outcome(conn: Connection, lease: Lease, outcome: Outcome) -> None:
                      "state": state.value, "pushed_digest": _hex(pushed), "error_digest": _hex(err),
                      "message": message, "attempts": attempts})
 
-    for key, learned in outcome.learned.items():
-        row(key, ObjectState.PENDING, learned)
+    _learn(conn, root, outcome.learned)
     for key, digest in outcome.synced.items():
         row(key, ObjectState.SYNCED, digest)
     for key, (pushed, refused, message, attempts) in outcome.errors.items():
@@ -198,6 +200,37 @@ def commit_outcome(conn: Connection, lease: Lease, outcome: Outcome) -> None:
         conn.execute(delete(status).where(key_filter(status, chunk)))
     for i in range(0, len(outcome.drained), _CHUNK):
         conn.execute(delete(journal).where(journal.c.seq.in_(outcome.drained[i:i + _CHUNK])))
+
+
+def _learn(conn: Connection, root: RootId, learned: Mapping[Key, int | None]) -> None:
+    """Repair found what the controller really holds: correct ``pushed_digest``, keep states and errors."""
+    if not learned:
+        return
+    insert_missing(conn, status, [{"kind": k, "id": i, "root": root, "bucket": canonical.bucket_of(k, i),
+                                   "state": ObjectState.PENDING.value, "pushed_digest": None,
+                                   "attempts": 0, "updated_at": 0.0} for k, i in learned])
+    stmt = (update(status)
+            .where(status.c.kind == bindparam("k"), status.c.id == bindparam("i"))
+            .values(pushed_digest=bindparam("pushed"), updated_at=db_now()))
+    conn.execute(stmt, [{"k": k, "i": i, "pushed": _hex(v)} for (k, i), v in learned.items()])
+
+
+def repair_requests(conn: Connection) -> list[RootId]:
+    return [RootId(r.root) for r in conn.execute(select(roots.c.root).where(roots.c.repair_requested.is_not(None)))]
+
+
+def request_repair(conn: Connection, names: Iterable[RootId] | None) -> int:
+    """Ask the owning workers to repair these roots (all roots with None); returns how many were asked."""
+    stmt = update(roots).values(repair_requested=db_now())
+    if names is not None:
+        stmt = stmt.where(roots.c.root.in_(list(names)))
+    return int(conn.execute(stmt).rowcount)
+
+
+def root_delay(conn: Connection, root: RootId) -> float:
+    """Seconds until the root's persisted backoff ends (0 if none), on the database's clock."""
+    row = conn.execute(select(roots.c.next_attempt_at - db_now()).where(roots.c.root == root)).first()
+    return max(0.0, float(row[0])) if row is not None and row[0] is not None else 0.0
 
 
 def record_failure(conn: Connection, lease: Lease, *, failures: int, retry_in: float, message: str) -> None:

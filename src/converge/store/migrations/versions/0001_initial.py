@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer, nullable=False),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("synced_at", sa.Double, nullable=True),
+        sa.Column("repair_requested", sa.Double, nullable=True),
         sa.PrimaryKeyConstraint("root", name="pk_converge_roots"),
     )
     op.create_index("ix_converge_roots_owner", "converge_roots", ["owner"])

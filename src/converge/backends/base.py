@@ -1,0 +1,115 @@
+"""The backend interface the engine programs against, and the operations it sends.
+
+Operations are values committed as one atomic batch per root, each stating its idempotency: ``Put`` is
+create-or-replace, ``Delete`` is delete-if-present, so re-sending a batch after an unknown outcome (a
+timeout) is always safe.
+
+Errors (see core/errors.py): ``apply`` raises PreconditionFailed on 412, ObjectRejected naming the
+operation index on a 4xx about one operation, ControllerUnavailable when no controller URL answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from converge.core.canonical import ObjectDoc
+from converge.core.ids import ObjectId, RootId
+from converge.core.kinds import Kind
+
+
+@dataclass(frozen=True)
+class Put:
+    """Create or replace ``doc`` (idempotent)."""
+
+    doc: ObjectDoc
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.doc.kind.value, self.doc.id)
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the object if present (idempotent)."""
+
+    kind: Kind
+    id: ObjectId
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind.value, self.id)
+
+
+Operation = Put | Delete
+
+
+@dataclass(frozen=True)
+class RootSummary:
+    root: RootId
+    etag: int
+    objects: int
+
+
+@dataclass(frozen=True)
+class BucketEntry:
+    kind: str
+    id: str
+    digest: int
+
+
+@dataclass
+class Traffic:
+    """Bytes and requests exchanged with the controller (bodies and headers), for benchmarks and status."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    by_purpose: dict[str, int] = field(default_factory=dict)
+
+    def add(self, purpose: str, sent: int, received: int) -> None:
+        self.requests += 1
+        self.bytes_sent += sent
+        self.bytes_received += received
+        self.by_purpose[purpose] = self.by_purpose.get(purpose, 0) + sent + received
+
+    @property
+    def total(self) -> int:
+        return self.bytes_sent + self.bytes_received
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    url: str
+    state: str
+    failures: int
+    last_error: str | None
+
+
+class Backend(Protocol):
+    traffic: Traffic
+
+    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation]) -> int:
+        """Apply ``operations`` atomically if the root's fingerprint is ``if_match``; return the new one."""
+        ...
+
+    def root_etag(self, root: RootId) -> int: ...
+
+    def roots(self) -> Iterator[RootSummary]:
+        """Every non-empty root with its fingerprint, fetched page by page."""
+        ...
+
+    def group_sums(self, root: RootId) -> dict[str, int]: ...
+
+    def bucket_sums(self, root: RootId, group: str) -> dict[int, int]: ...
+
+    def bucket_entries(self, root: RootId, bucket: int) -> list[BucketEntry]: ...
+
+    def objects(self, root: RootId) -> Iterator[ObjectDoc]:
+        """Every object of a root in full (for drift reports and tests, not for the hot path)."""
+        ...
+
+    def health(self) -> list[EndpointHealth]: ...
+
+    def close(self) -> None: ...

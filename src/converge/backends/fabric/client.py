@@ -1,0 +1,222 @@
+"""HTTP client for the fabric protocol, with failover across controller URLs and a breaker per URL.
+
+This module is the edge where httpx's exceptions and HTTP statuses become the project's errors
+(core/errors.py): transport errors and 5xx → ControllerUnavailable (after trying every URL whose breaker
+allows it), 412 → PreconditionFailed, 4xx naming an operation → ObjectRejected, 401 →
+ConfigurationError, anything undocumented → ProtocolViolation. The token is sent as a bearer header and
+never included in an error message or log line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from converge.backends.base import (
+    BucketEntry,
+    Delete,
+    EndpointHealth,
+    Operation,
+    Put,
+    RootSummary,
+    Traffic,
+)
+from converge.backends.breaker import CircuitBreaker
+from converge.core import canonical
+from converge.core.canonical import ObjectDoc
+from converge.core.clock import Clock, SystemClock
+from converge.core.errors import (
+    ConfigurationError,
+    ControllerUnavailable,
+    ObjectRejected,
+    PreconditionFailed,
+    ProtocolViolation,
+)
+from converge.core.ids import ObjectId, RootId
+from converge.core.kinds import Kind
+
+
+class FabricClient:
+    def __init__(self, urls: Sequence[str], token: str, *, timeout: float = 10.0,
+                 connect_timeout: float = 2.0, writer: str = "converge", clock: Clock | None = None,
+                 breaker_threshold: int = 3, breaker_reset: float = 5.0) -> None:
+        if not urls:
+            raise ConfigurationError("no controller URL configured")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigurationError(f"controller URL {url!r} must start with http:// or https://")
+        self.urls = [u.rstrip("/") for u in urls]
+        clk = clock or SystemClock()
+        self.breakers = {u: CircuitBreaker(breaker_threshold, breaker_reset, clk) for u in self.urls}
+        self._preferred = 0
+        self.traffic = Traffic()
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            headers={"Authorization": f"Bearer {token}", "X-Converge-Writer": writer,
+                     "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
+
+    # -- transport -----------------------------------------------------------------------------------
+    def _order(self) -> list[str]:
+        n = len(self.urls)
+        return [self.urls[(self._preferred + i) % n] for i in range(n)]
+
+    def _send(self, method: str, path: str, *, purpose: str, body: bytes | None = None,
+              headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+              ) -> httpx.Response:
+        errors: list[str] = []
+        for url in self._order():
+            breaker = self.breakers[url]
+            if not breaker.allows():
+                errors.append(f"{url}: circuit open ({breaker.last_error})")
+                continue
+            try:
+                resp = self._http.request(method, url + path, content=body, headers=headers, params=params)
+            except httpx.TransportError as err:
+                reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                breaker.failed(reason)
+                errors.append(f"{url}: {reason}")
+                continue
+            self.traffic.add(purpose, _request_size(resp.request), _response_size(resp))
+            if resp.status_code >= 500:
+                breaker.failed(f"HTTP {resp.status_code}")
+                errors.append(f"{url}: HTTP {resp.status_code} {_message(resp)}")
+                continue
+            breaker.succeeded()
+            self._preferred = self.urls.index(url)
+            if resp.status_code == 401:
+                raise ConfigurationError(f"controller {url} refused the configured token (401)")
+            return resp
+        raise ControllerUnavailable("no controller answered: " + "; ".join(errors))
+
+    def _get(self, path: str, *, purpose: str, params: Mapping[str, str] | None = None) -> Any:
+        resp = self._send("GET", path, purpose=purpose, params=params)
+        if resp.status_code != 200:
+            raise ProtocolViolation(f"GET {path}: unexpected HTTP {resp.status_code} {_message(resp)}")
+        return _json(resp)
+
+    # -- Backend -------------------------------------------------------------------------------------
+    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation]) -> int:
+        body = json.dumps({"operations": [_op_json(op) for op in operations]},
+                          separators=(",", ":"), ensure_ascii=False).encode()
+        resp = self._send("POST", f"/v1/roots/{_p(root)}/batch", purpose="batch", body=body,
+                          headers={"If-Match": canonical.etag(if_match)})
+        if resp.status_code == 200:
+            return _etag(resp)
+        if resp.status_code == 412:
+            raise PreconditionFailed(f"root {root}: ETag moved on the controller", current=_etag(resp))
+        data = _json_or_empty(resp)
+        if resp.status_code in (400, 404, 409, 413, 422):
+            index = data.get("index")
+            raise ObjectRejected(f"{data.get('error', resp.status_code)}: {data.get('message', resp.text)}",
+                                 index=index if isinstance(index, int) else None, status=resp.status_code)
+        raise ProtocolViolation(f"batch on root {root}: unexpected HTTP {resp.status_code} {_message(resp)}")
+
+    def root_etag(self, root: RootId) -> int:
+        return canonical.parse_etag(self._get(f"/v1/roots/{_p(root)}", purpose="root")["etag"])
+
+    def roots(self) -> Iterator[RootSummary]:
+        after: str | None = None
+        while True:
+            params = {"limit": "1000"} | ({"after": after} if after else {})
+            page = self._get("/v1/roots", purpose="sweep", params=params)
+            for item in page["roots"]:
+                yield RootSummary(RootId(item["root"]), canonical.parse_etag(item["etag"]), int(item["objects"]))
+            after = page.get("next")
+            if not after:
+                return
+
+    def group_sums(self, root: RootId) -> dict[str, int]:
+        data = self._get(f"/v1/roots/{_p(root)}/buckets", purpose="repair", params={"depth": "1"})
+        return {g: int(v, 16) for g, v in data["groups"].items()}
+
+    def bucket_sums(self, root: RootId, group: str) -> dict[int, int]:
+        data = self._get(f"/v1/roots/{_p(root)}/buckets", purpose="repair", params={"prefix": group})
+        return {int(b, 16): int(v, 16) for b, v in data["buckets"].items()}
+
+    def bucket_entries(self, root: RootId, bucket: int) -> list[BucketEntry]:
+        data = self._get(f"/v1/roots/{_p(root)}/buckets/{canonical.bucket_name(bucket)}", purpose="repair")
+        return [BucketEntry(o["kind"], o["id"], int(o["digest"], 16)) for o in data["objects"]]
+
+    def objects(self, root: RootId) -> Iterator[ObjectDoc]:
+        after: str | None = None
+        while True:
+            params = {"limit": "1000"} | ({"after": after} if after else {})
+            page = self._get(f"/v1/roots/{_p(root)}/objects", purpose="objects", params=params)
+            for o in page["objects"]:
+                yield ObjectDoc(Kind(o["kind"]), ObjectId(o["id"]), o["attributes"], int(o["revision"]))
+            after = page.get("next")
+            if not after:
+                return
+
+    def health(self) -> list[EndpointHealth]:
+        return [EndpointHealth(u, b.state.value, b.failures, b.last_error) for u, b in self.breakers.items()]
+
+    def probe(self) -> list[EndpointHealth]:
+        """Ask every URL for /healthz now (for ``converge status``), independent of the breakers."""
+        out = []
+        for url in self.urls:
+            try:
+                resp = self._http.get(url + "/healthz")
+                ok = resp.status_code == 200
+                out.append(EndpointHealth(url, "up" if ok else f"HTTP {resp.status_code}", 0, None))
+            except httpx.TransportError as err:
+                out.append(EndpointHealth(url, "down", 0, type(err).__name__))
+        return out
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _p(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _op_json(op: Operation) -> dict[str, Any]:
+    if isinstance(op, Put):
+        return {"op": "put", "object": op.doc.to_json()}
+    assert isinstance(op, Delete)
+    return {"op": "delete", "kind": op.kind.value, "id": op.id}
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise ProtocolViolation(f"{resp.request.method} {resp.request.url.path}: body is not JSON") from None
+
+
+def _json_or_empty(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _message(resp: httpx.Response) -> str:
+    data = _json_or_empty(resp)
+    return str(data.get("message") or data.get("error") or resp.reason_phrase)
+
+
+def _etag(resp: httpx.Response) -> int:
+    value = resp.headers.get("ETag") or _json_or_empty(resp).get("etag")
+    if not value:
+        raise ProtocolViolation(f"{resp.request.url.path}: answer without an ETag")
+    try:
+        return canonical.parse_etag(value)
+    except canonical.BadETag as err:
+        raise ProtocolViolation(str(err)) from None
+
+
+def _request_size(req: httpx.Request) -> int:
+    head = len(req.method) + len(str(req.url)) + sum(len(k) + len(v) + 4 for k, v in req.headers.items())
+    return head + len(req.content)
+
+
+def _response_size(resp: httpx.Response) -> int:
+    return 12 + sum(len(k) + len(v) + 4 for k, v in resp.headers.items()) + len(resp.content)

@@ -1,0 +1,1 @@
+"""The ``converge`` command line: thin commands over the engine and the store."""

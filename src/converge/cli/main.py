@@ -1,0 +1,60 @@
+"""Entry point of the ``converge`` command: parses arguments and dispatches to the command modules.
+
+Errors of the project's own tree end as one clear line and exit status 2 (usage, configuration) or 1;
+secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from converge.cli import demo, load_cmd, output, repair_cmds, sync_cmds
+from converge.cli.context import add_common, settings
+from converge.core.errors import ConfigurationError, ConvergeError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="converge", description="Converge: Neutron intent → SDN controller sync")
+    add_common(p)
+    sub = p.add_subparsers(dest="command", required=True)
+    fab = sub.add_parser("fabric", help="the reference fabric controller").add_subparsers(dest="fabric_cmd",
+                                                                                           required=True)
+    fab.add_parser("serve", help="run the controller (see: converge fabric serve --help)", add_help=False)
+    dbp = sub.add_parser("db", help="schema").add_subparsers(dest="db_cmd", required=True)
+    dbp.add_parser("upgrade", help="create or upgrade Converge's tables").set_defaults(func=cmd_db_upgrade)
+    sync_cmds.add_parsers(sub)
+    repair_cmds.add_parsers(sub)
+    load_cmd.add_parsers(sub)
+    demo.add_parsers(sub)
+    return p
+
+
+def cmd_db_upgrade(cfg: object, args: argparse.Namespace) -> int:
+    from converge.cli.context import Settings
+
+    assert isinstance(cfg, Settings)
+    cfg.engine(upgrade=True)
+    output.console.print("schema is up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["fabric", "serve"]:
+        from converge.fabric.serve import main as serve
+
+        return serve(argv[2:])
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(settings(args), args))
+    except ConfigurationError as err:
+        return output.fail(str(err), 2)
+    except ConvergeError as err:
+        return output.fail(f"{type(err).__name__}: {err}", 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""``converge sync run``, ``status``, ``journal``, ``retry``: run a worker and look at its work."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from typing import Any
+
+from converge.cli import output
+from converge.cli.context import Settings
+from converge.engine.worker import Worker, WorkerConfig
+from converge.store import operator, report
+from converge.store.leases import LeaseTiming
+
+
+def add_parsers(sub: Any) -> None:
+    run = sub.add_parser("sync", help="run a sync worker").add_subparsers(dest="sync_cmd", required=True)
+    p = run.add_parser("run", help="drain the journal to the controller until stopped (SIGTERM/SIGINT)")
+    p.add_argument("--until-idle", action="store_true", help="exit once everything is drained")
+    p.add_argument("--timeout", type=float, default=300.0, help="with --until-idle: give up after S seconds")
+    p.add_argument("--poll-interval", type=float, default=0.05)
+    p.add_argument("--sweep-interval", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--lease-duration", type=float, default=15.0)
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_sync_run)
+
+    s = sub.add_parser("status", help="per-root backlog, errors, leases; workers; controller health")
+    s.add_argument("--root", action="append", help="only these roots")
+    s.set_defaults(func=cmd_status)
+
+    j = sub.add_parser("journal", help="pending changes and refused/blocked objects")
+    j.add_argument("--root")
+    j.add_argument("--limit", type=int, default=50)
+    j.add_argument("show", nargs="*", metavar="KIND ID", help="inspect one object: KIND ID")
+    j.set_defaults(func=cmd_journal)
+
+    r = sub.add_parser("retry", help="retry objects the controller refused")
+    r.add_argument("objects", nargs="*", metavar="KIND/ID")
+    r.add_argument("--root")
+    r.add_argument("--all", action="store_true", help="every refused object")
+    r.set_defaults(func=cmd_retry)
+
+
+def worker_config(args: argparse.Namespace) -> WorkerConfig:
+    d = args.lease_duration
+    return WorkerConfig(poll_interval=args.poll_interval, sweep_interval=args.sweep_interval,
+                        batch_size=args.batch_size,
+                        lease=LeaseTiming(duration=d, renew_every=d / 3, renew_deadline=d * 2 / 3))
+
+
+def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = cfg.engine()
+    backend = cfg.backend(writer="converge-worker")
+    worker = Worker(engine, backend, worker_config(args))
+    if args.until_idle:
+        try:
+            ok = worker.run_until_idle(args.timeout)
+        finally:
+            worker.shutdown()
+        if not ok:
+            return output.fail(f"not idle after {args.timeout:.0f} s (see converge status)", 1)
+        output.console.print("[green]idle: journal drained[/green]")
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
+    engine = cfg.engine()
+    with engine.connect() as conn:
+        roots = report.roots_report(conn, args.root)
+        workers = report.workers_report(conn)
+    health: list[dict[str, Any]] = []
+    if cfg.controllers:
+        backend = cfg.backend()
+        health = [{"url": h.url, "state": h.state, "error": h.last_error} for h in backend.probe()]
+        backend.close()
+    if cfg.json:
+        output.emit_json({"roots": roots, "workers": workers, "controllers": health,
+                          "settings": cfg.describe()})
+        return 0
+    output.table("Roots", ["root", "objects", "pending", "oldest pending", "errors", "blocked", "lease holder",
+                           "failures", "last error"],
+                 [(r.root, r.objects, r.pending, output.age(r.oldest_pending_age), r.errors, r.blocked,
+                   r.owner or "-", r.failures, (r.last_error or "")[:60]) for r in roots])
+    output.table("Workers", ["worker", "host", "pid", "heartbeat"],
+                 [(w.worker, w.host, w.pid, output.age(w.heartbeat_age) + " ago") for w in workers])
+    if health:
+        output.table("Controllers", ["url", "state", "error"], [(h["url"], h["state"], h["error"]) for h in health])
+    pending = sum(r.pending for r in roots)
+    errs = sum(r.errors for r in roots)
+    blocked = sum(r.blocked for r in roots)
+    verdict = "converged" if not (pending or errs or blocked) else "not converged"
+    output.console.print(f"{len(roots)} roots, {sum(r.objects for r in roots)} objects: {pending} pending, "
+                         f"{errs} errors, {blocked} blocked — [bold]{verdict}[/bold]")
+    return 0
+
+
+def cmd_journal(cfg: Settings, args: argparse.Namespace) -> int:
+    engine = cfg.engine()
+    if args.show:
+        if len(args.show) != 2:
+            return output.fail("journal show needs KIND ID")
+        with engine.connect() as conn:
+            detail = report.object_detail(conn, args.show[0], args.show[1])
+        if detail["desired"] is None and detail["status"] is None and not detail["journal"]:
+            return output.fail(f"no object {args.show[0]} {args.show[1]} in the store", 1)
+        output.emit_json(detail) if cfg.json else output.console.print_json(data=detail, default=str)
+        return 0
+    with engine.connect() as conn:
+        rows = report.journal_rows(conn, args.root, args.limit)
+        problems = report.problems(conn, args.root, args.limit)
+    if cfg.json:
+        output.emit_json({"pending": rows, "problems": problems})
+        return 0
+    output.table("Pending changes (oldest first)", ["seq", "root", "kind", "id", "op", "age"],
+                 [(r.seq, r.root, r.kind, r.id, r.op, output.age(r.age)) for r in rows])
+    output.table("Refused and blocked objects", ["root", "kind", "id", "state", "attempts", "message"],
+                 [(p.root, p.kind, p.id, p.state, p.attempts, p.message) for p in problems])
+    return 0
+
+
+def cmd_retry(cfg: Settings, args: argparse.Namespace) -> int:
+    if not (args.objects or args.root or args.all):
+        return output.fail("say what to retry: KIND/ID ..., --root ROOT, or --all")
+    keys = None
+    if args.objects:
+        keys = []
+        for item in args.objects:
+            kind, _, oid = item.partition("/")
+            if not oid:
+                return output.fail(f"{item!r}: expected KIND/ID, e.g. port/3f2a...")
+            keys.append((kind, oid))
+    engine = cfg.engine()
+    with engine.begin() as conn:
+        done = operator.retry(conn, root=args.root, keys=keys)
+    if cfg.json:
+        output.emit_json({"retried": [f"{k}/{i}" for k, i in done]})
+    else:
+        output.console.print(f"{len(done)} refused objects put back in the journal")
+    return 0

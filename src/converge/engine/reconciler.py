@@ -1,0 +1,161 @@
+"""Reconcile one root: the level-triggered unit of work (input: a root; output: done or retry later).
+
+Re-reads desired state for the root's dirty keys (journal rows, plus objects blocked earlier), plans,
+pushes batches with ``If-Match``, and commits each batch's outcome under the lease. Only the worker loop
+owns backoff and requeue; this module raises TemporaryError / LeaseLost and returns a :class:`Result`.
+
+- A 412, or an answer ETag other than the expected one → repair this root (repair.py) and re-plan.
+- A 4xx naming an operation → that object is refused (status error with the controller's message), its
+  dependents are blocked, and the rest is re-planned and re-sent at once. A 4xx naming no operation
+  halves the batch until it names one object.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from converge.backends.base import Backend, Operation
+from converge.core import canonical
+from converge.core.errors import ObjectRejected, PreconditionFailed, TemporaryError
+from converge.engine.plan import REFUSED_DELETE, Plan, make_plan, parent_keys
+from converge.engine.repair import repair_root
+from converge.store import sync
+from converge.store.leases import Lease
+from converge.store.schema import ObjectState
+from converge.store.sync import DesiredRow, Key, StatusRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    more: bool = False  # the journal had more rows than one pass reads: run again at once
+    blocked: int = 0  # objects waiting for parents: look again later
+    pushed: int = 0  # operations the controller applied
+    repaired: bool = False
+    fixed: int = 0  # objects repair found differing on the controller
+
+
+@dataclass
+class _Pass:
+    lease: Lease
+    acked: int
+    keys: list[Key]
+    desired: dict[Key, DesiredRow]
+    status: dict[Key, StatusRow] = field(default_factory=dict)
+    refused: dict[Key, tuple[int, str]] = field(default_factory=dict)  # key -> (digest refused, message)
+    pushed: int = 0
+    repaired: bool = False
+    fixed: int = 0
+
+
+class Reconciler:
+    def __init__(self, engine: Engine, backend: Backend, *, batch_size: int = 500,
+                 journal_limit: int = 5000) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.batch_size = batch_size
+        self.journal_limit = journal_limit
+
+    def reconcile(self, lease: Lease, *, repair: bool = False) -> Result:
+        root = lease.root
+        with self.engine.connect() as conn:
+            state = sync.root_state(conn, root)
+            entries = sync.read_journal(conn, root, self.journal_limit)
+            keys = list(dict.fromkeys([(e.kind, e.id) for e in entries] + sync.blocked_keys(conn, root)))
+        p = _Pass(lease, state.acked if state else 0, keys, {})
+        if repair:
+            self._repair(p)
+        if not p.keys:
+            return Result(repaired=p.repaired, fixed=p.fixed)
+        with self.engine.connect() as conn:
+            p.desired = sync.read_desired(conn, p.keys)
+            p.desired.update(sync.read_desired(conn, parent_keys(p.desired.values()) - set(p.desired)))
+        batch_size = self.batch_size
+        while True:
+            self._load_status(p)
+            plan = make_plan(keys=p.keys, desired=p.desired, status=p.status, acked=p.acked,
+                             refused={k: d for k, (d, _) in p.refused.items()})
+            if not plan.operations:
+                break
+            chunk = plan.operations[:batch_size]
+            try:
+                self._push(p, plan, chunk)
+            except ObjectRejected as rej:
+                if rej.index is None and len(chunk) > 1:
+                    batch_size = max(1, len(chunk) // 2)
+                    continue
+                op = chunk[rej.index if rej.index is not None and rej.index < len(chunk) else 0]
+                after = plan.after[op.key]
+                p.refused[op.key] = (REFUSED_DELETE if after is None else after, str(rej))
+                log.warning("root %s: controller refused %s %s: %s", root, op.key[0], op.key[1], rej)
+            except PreconditionFailed:
+                if p.repaired:
+                    raise TemporaryError(f"root {root}: 412 again right after repair") from None
+                self._repair(p)
+        self._finish(p, plan, [e.seq for e in entries])
+        return Result(more=len(entries) >= self.journal_limit, blocked=len(plan.blocked), pushed=p.pushed,
+                      repaired=p.repaired, fixed=p.fixed)
+
+    def _load_status(self, p: _Pass) -> None:
+        with self.engine.connect() as conn:
+            p.status = sync.read_status(conn, set(p.keys) | set(p.desired))
+
+    def _repair(self, p: _Pass) -> None:
+        result = repair_root(self.engine, self.backend, p.lease)
+        p.acked = result.acked
+        p.repaired = True
+        p.fixed += len(result.differing)
+        new = [k for k in result.differing if k not in set(p.keys)]
+        p.keys.extend(new)
+        if new:
+            with self.engine.connect() as conn:
+                found = sync.read_desired(conn, new)
+                found.update(sync.read_desired(conn, parent_keys(found.values()) - set(p.desired)))
+            p.desired.update(found)
+
+    def _push(self, p: _Pass, plan: Plan, chunk: list[Operation]) -> None:
+        expected = p.acked
+        outcome = sync.Outcome(acked=0)
+        for op in chunk:
+            s = p.status.get(op.key)
+            before, after = (s.pushed if s else None), plan.after[op.key]
+            if before is not None:
+                expected = canonical.remove(expected, before)
+            if after is None:
+                outcome.removed.add(op.key)
+            else:
+                expected = canonical.add(expected, after)
+                outcome.synced[op.key] = after
+        etag = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk)
+        outcome.acked = etag
+        with self.engine.begin() as conn:
+            sync.commit_outcome(conn, p.lease, outcome)
+        p.acked = etag
+        p.pushed += len(chunk)
+        if etag != expected:
+            log.warning("root %s: controller answered ETag %s, expected %s: repairing", p.lease.root,
+                        canonical.hex256(etag)[:12], canonical.hex256(expected)[:12])
+            if p.repaired:
+                raise TemporaryError(f"root {p.lease.root}: unexpected ETag again right after repair")
+            self._repair(p)
+
+    def _finish(self, p: _Pass, plan: Plan, drained: list[int]) -> None:
+        outcome = sync.Outcome(acked=p.acked, drained=drained)
+        for key, digest in plan.settled.items():
+            s = p.status.get(key)
+            if s is None or s.state is not ObjectState.SYNCED:
+                outcome.synced[key] = digest
+        outcome.removed = {k for k in plan.removed if k in p.status}
+        for key, (pushed, reason) in plan.blocked.items():
+            s = p.status.get(key)
+            if s is None or s.state is not ObjectState.BLOCKED or s.message != reason:
+                outcome.blocked[key] = (pushed, reason)
+        for key, (digest, message) in p.refused.items():
+            s = p.status.get(key)
+            outcome.errors[key] = (s.pushed if s else None, digest, message, (s.attempts if s else 0) + 1)
+        with self.engine.begin() as conn:
+            sync.commit_outcome(conn, p.lease, outcome)

@@ -1,0 +1,95 @@
+"""Local repair of one root: find what the controller really holds, by fingerprint, moving bytes in
+proportion to the drift rather than to the root.
+
+1. compare the 16 group sums (one call) with the sums of the digests the store believes were pushed;
+2. for each differing group, compare its bucket sums (one call per group);
+3. for each differing bucket, list the controller's (kind, id, digest) entries (one call per bucket);
+4. record, under the lease, what the controller holds for every key that differs (``learned``) and the
+   controller's ETag as the acknowledged fingerprint.
+
+The reconciler then plans those keys like any other: desired puts, and deletes of what desired lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from converge.backends.base import Backend
+from converge.core import canonical
+from converge.core.errors import TemporaryError
+from converge.core.ids import RootId
+from converge.store import sync
+from converge.store.leases import Lease
+from converge.store.sync import Key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    acked: int
+    differing: dict[Key, int | None]  # key -> digest the controller holds (None: absent)
+
+
+def _group(bucket: int) -> str:
+    return f"{bucket >> 4:x}"
+
+
+def find_differences(backend: Backend, root: RootId, local_digests: Mapping[Key, int],
+                     ) -> tuple[int, dict[Key, int | None]]:
+    """Compare the controller with ``local_digests``; return the controller's ETag and the keys that differ
+    with the digest the controller holds for each (None: absent). Used by repair and by ``converge drift``."""
+    local_bucket: dict[int, int] = defaultdict(int)
+    by_bucket: dict[int, dict[Key, int]] = defaultdict(dict)
+    for key, digest in local_digests.items():
+        b = canonical.bucket_of(*key)
+        local_bucket[b] = canonical.add(local_bucket[b], digest)
+        by_bucket[b][key] = digest
+    local_groups = canonical.group_sums(local_bucket)
+    etag = backend.root_etag(root)
+    remote_groups = backend.group_sums(root)
+    differing: dict[Key, int | None] = {}
+    for g in sorted(set(local_groups) | set(remote_groups)):
+        if local_groups.get(g, 0) == remote_groups.get(g, 0):
+            continue
+        in_group = [b for b in by_bucket if _group(b) == g]
+        remote_buckets = backend.bucket_sums(root, g) if g in remote_groups else {}
+        for b in sorted(set(in_group) | set(remote_buckets)):
+            if local_bucket.get(b, 0) == remote_buckets.get(b, 0):
+                continue
+            local = by_bucket.get(b, {})
+            remote = ({(e.kind, e.id): e.digest for e in backend.bucket_entries(root, b)}
+                      if b in remote_buckets else {})
+            for key in set(local) | set(remote):
+                if local.get(key) != remote.get(key):
+                    differing[key] = remote.get(key)
+    return etag, differing
+
+
+def repair_root(engine: Engine, backend: Backend, lease: Lease, *, attempts: int = 3) -> RepairResult:
+    """Re-learn what the controller holds for ``lease.root`` and store it under the lease."""
+    for _ in range(attempts):
+        with engine.connect() as conn:
+            pushed = sync.pushed_in_root(conn, lease.root)
+        etag, differing = find_differences(backend, lease.root, pushed)
+        believed = dict(pushed)
+        for key, digest in differing.items():
+            if digest is None:
+                believed.pop(key, None)
+            else:
+                believed[key] = digest
+        if canonical.combine(believed.values()) != etag:
+            # The controller changed while we looked (a stale writer, or drift in progress): look again.
+            log.warning("root %s changed during repair; retrying", lease.root)
+            continue
+        with engine.begin() as conn:
+            sync.commit_outcome(conn, lease, sync.Outcome(acked=etag, learned=differing, repaired=True))
+        if differing:
+            log.info("root %s: repair found %d objects differing on the controller", lease.root, len(differing))
+        return RepairResult(etag, differing)
+    raise TemporaryError(f"root {lease.root} kept changing on the controller during repair")

@@ -1,0 +1,255 @@
+"""The worker loop: share roots with other workers through leases, drain, sweep, back off.
+
+Embeddable (Neutron's ``get_workers()`` will run it) and run standalone by ``converge sync run``. One
+thread; each step:
+
+1. every ``lease.renew_every`` s: heartbeat, renew its leases, re-read the live workers, give back roots
+   that rendezvous hashing now assigns to another worker;
+2. poll the journal for roots with work (cheap when idle: the journal is empty), plus roots due again
+   (backoff, blocked objects) and roots that need repair; lease those this worker should own;
+3. reconcile each held root that is due;
+4. every ``sweep_interval`` s: compare every root's ETag with the acknowledged one (one paged call) and
+   repair the roots that differ.
+
+Between steps with nothing to do it waits ``poll_interval`` or until :meth:`Worker.nudge`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from converge.backends.base import Backend
+from converge.core.clock import Clock, SystemClock
+from converge.core.errors import ConvergeError, LeaseLost, RaceLost, TemporaryError
+from converge.core.ids import RootId, WorkerId
+from converge.engine.backoff import Backoff
+from converge.engine.membership import owner
+from converge.engine.reconciler import Reconciler
+from converge.store import db, leases, sync
+from converge.store.leases import Lease, LeaseTiming
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    poll_interval: float = 0.05
+    sweep_interval: float = 5.0
+    batch_size: int = 500
+    journal_limit: int = 5000
+    blocked_retry: float = 2.0
+    lease: LeaseTiming = field(default_factory=LeaseTiming)
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+
+class Worker:
+    def __init__(self, engine: Engine, backend: Backend, config: WorkerConfig | None = None, *,
+                 worker_id: WorkerId | None = None, clock: Clock | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.config = config or WorkerConfig()
+        self.id = worker_id or leases.new_worker_id()
+        self.clock = clock or SystemClock()
+        self.backoff = backoff or Backoff(self.config.backoff_base, self.config.backoff_cap)
+        self.reconciler = Reconciler(engine, backend, batch_size=self.config.batch_size,
+                                     journal_limit=self.config.journal_limit)
+        self.held: dict[RootId, Lease] = {}
+        self.due: dict[RootId, float] = {}  # backoff and "more": reconcile not before this time
+        self.recheck: dict[RootId, float] = {}  # roots with blocked objects: look again at this time
+        self.needs_repair: set[RootId] = set()
+        self.failures: dict[RootId, int] = {}
+        self.live: list[WorkerId] = [self.id]
+        self._last_maintain = float("-inf")
+        self._last_sweep = float("-inf")
+        self._last_try: dict[RootId, float] = {}
+        self._started = time.time()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.on_reconciled: Callable[[RootId], None] | None = None
+
+    # -- control -------------------------------------------------------------------------------------
+    def nudge(self) -> None:
+        """Wake the loop now (called in-process by whoever just committed a change)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        log.info("worker %s starting", self.id)
+        try:
+            while not self._stop.is_set():
+                if not self.step():
+                    self._wake.wait(self.config.poll_interval)
+                    self._wake.clear()
+        finally:
+            self.shutdown()
+
+    def run_until_idle(self, timeout: float) -> bool:
+        """Step until the journal is drained and nothing is due (blocked objects aside); False on timeout."""
+        deadline = self.clock.monotonic() + timeout
+        while self.clock.monotonic() < deadline:
+            worked = self.step()
+            if not worked and self.idle():
+                return True
+            if not worked:
+                self.clock.sleep(self.config.poll_interval)
+        return False
+
+    def idle(self) -> bool:
+        with self.engine.connect() as conn:
+            pending = sync.pending_roots(conn, limit=1)
+        return not pending and not self.due and not self.needs_repair
+
+    def shutdown(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                leases.retire(conn, self.id)
+        except Exception:  # the DB may be the reason we stop; leases then expire on their own
+            log.warning("worker %s could not release its leases; they will expire", self.id)
+        self.held.clear()
+
+    # -- one step ------------------------------------------------------------------------------------
+    def step(self) -> bool:
+        now = self.clock.monotonic()
+        try:
+            if now - self._last_maintain >= self.config.lease.renew_every:
+                self._maintain(now)
+            with self.engine.connect() as conn:
+                pending = sync.pending_roots(conn)
+        except (RaceLost, ConvergeError) as err:
+            log.warning("worker %s: database: %s", self.id, err)
+            return False
+        wanted = set(pending) | {r for r, t in self.due.items() if t <= now} | self.needs_repair
+        wanted |= {r for r, t in self.recheck.items() if t <= now}
+        self._acquire([r for r in wanted if owner(r, self.live) == self.id], now)
+        worked = False
+        for root in sorted(wanted):
+            if root in self.held and self.due.get(root, 0.0) <= now:
+                worked |= self._reconcile(root)
+        if now - self._last_sweep >= self.config.sweep_interval:
+            self._last_sweep = now
+            self._sweep()
+        return worked
+
+    def _maintain(self, now: float) -> None:
+        timing = self.config.lease
+        with db.translated(), self.engine.begin() as conn:
+            leases.heartbeat(conn, self.id, self._started)
+            still = leases.renew_all(conn, self.id, timing.duration)
+            self.live = leases.live_workers(conn, within=timing.duration) or [self.id]
+            requested = sync.repair_requests(conn)
+        if self.id not in self.live:
+            self.live = sorted([*self.live, self.id])
+        for root in list(self.held):
+            if root not in still or still[root] != self.held[root].epoch:
+                log.warning("worker %s lost the lease on root %s", self.id, root)
+                self._forget(root)
+            elif owner(root, self.live) != self.id:
+                with self.engine.begin() as conn:
+                    leases.release(conn, self.held[root])
+                log.info("worker %s hands root %s over", self.id, root)
+                self._forget(root)
+        for root in requested:
+            if root in self.held or owner(root, self.live) == self.id:
+                self.needs_repair.add(root)
+        self._last_maintain = now
+
+    def _forget(self, root: RootId) -> None:
+        self.held.pop(root, None)
+        self.due.pop(root, None)
+        self.recheck.pop(root, None)
+        self.needs_repair.discard(root)
+
+    def _acquire(self, roots: list[RootId], now: float) -> None:
+        todo = [r for r in roots if r not in self.held
+                and now - self._last_try.get(r, float("-inf")) >= self.config.lease.retry_period]
+        if not todo:
+            return
+        try:
+            with db.translated(), self.engine.begin() as conn:
+                leases.ensure_roots(conn, todo)
+            for root in todo:
+                self._last_try[root] = now
+                with db.translated(), self.engine.begin() as conn:
+                    lease = leases.acquire(conn, root, self.id, self.config.lease.duration)
+                    delay = sync.root_delay(conn, root) if lease else 0.0
+                if lease:
+                    self.held[root] = lease
+                    self._last_try.pop(root, None)
+                    if delay > 0:
+                        self.due[root] = now + delay
+        except (RaceLost, ConvergeError) as err:
+            log.info("worker %s: lease race: %s", self.id, err)
+
+    def _reconcile(self, root: RootId) -> bool:
+        lease = self.held[root]
+        now = self.clock.monotonic()
+        try:
+            result = self.reconciler.reconcile(lease, repair=root in self.needs_repair)
+        except LeaseLost as err:
+            log.warning("%s", err)
+            self._forget(root)
+            return False
+        except TemporaryError as err:
+            self._failed(root, lease, err.delay, str(err))
+            return False
+        except Exception as err:  # a bug or a permanent error must not stop other roots
+            log.exception("root %s: reconcile failed", root)
+            self._failed(root, lease, None, f"{type(err).__name__}: {err}")
+            return False
+        self.needs_repair.discard(root)
+        self.failures.pop(root, None)
+        self.due.pop(root, None)
+        if result.more:
+            self.due[root] = now
+        if result.blocked:
+            self.recheck[root] = now + self.config.blocked_retry
+        else:
+            self.recheck.pop(root, None)
+        if self.on_reconciled:
+            self.on_reconciled(root)
+        return result.pushed > 0 or result.more or result.repaired
+
+    def _failed(self, root: RootId, lease: Lease, delay: float | None, message: str) -> None:
+        n = self.failures.get(root, 0) + 1
+        self.failures[root] = n
+        wait = delay if delay is not None else self.backoff.delay(n)
+        self.due[root] = self.clock.monotonic() + wait
+        log.warning("root %s: attempt %d failed (%s); retry in %.1fs", root, n, message, wait)
+        try:
+            with db.translated(), self.engine.begin() as conn:
+                sync.record_failure(conn, lease, failures=n, retry_in=wait, message=message)
+        except LeaseLost:
+            self._forget(root)
+        except ConvergeError as err:
+            log.warning("root %s: could not record the failure: %s", root, err)
+
+    def _sweep(self) -> None:
+        """Compare every held root's acknowledged ETag with the controller's; mark differing ones for repair."""
+        try:
+            remote = {s.root: s.etag for s in self.backend.roots()}
+        except ConvergeError as err:
+            log.info("sweep skipped: %s", err)
+            return
+        with self.engine.connect() as conn:
+            local = sync.all_acked(conn)
+        unknown = [r for r in remote if r not in local]
+        if unknown:
+            log.warning("controller holds %d roots unknown to the store; they will be emptied", len(unknown))
+            with self.engine.begin() as conn:
+                leases.ensure_roots(conn, unknown)
+        for root in set(remote) | set(local):
+            mine = root in self.held or owner(root, self.live) == self.id
+            if mine and remote.get(root, 0) != local.get(root, 0) and root not in self.needs_repair:
+                log.warning("sweep: root %s differs on the controller; repairing", root)
+                self.needs_repair.add(root)
