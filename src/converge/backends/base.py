@@ -10,6 +10,7 @@ operation index on a 4xx about one operation, ControllerUnavailable when no cont
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +60,9 @@ class BucketEntry:
     digest: int
 
 
+_traffic_lock = threading.Lock()
+
+
 @dataclass
 class Traffic:
     """Bytes and requests exchanged with the controller (bodies and headers), for benchmarks and status."""
@@ -69,6 +73,12 @@ class Traffic:
     by_purpose: dict[str, int] = field(default_factory=dict)
 
     def add(self, purpose: str, sent: int, received: int) -> None:
+        # Called from the worker's pool threads; the counters are statistics, a lost increment is harmless
+        # but keep them exact anyway: the benchmark reports them.
+        with _traffic_lock:
+            self._add(purpose, sent, received)
+
+    def _add(self, purpose: str, sent: int, received: int) -> None:
         self.requests += 1
         self.bytes_sent += sent
         self.bytes_received += received

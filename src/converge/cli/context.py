@@ -53,8 +53,11 @@ class Settings:
         return FabricClient(list(self.controllers), self.token(), writer=writer)
 
     def describe(self) -> dict[str, object]:
-        return {"db": _mask_url(self.db_url), "controllers": list(self.controllers),
-                "token": "(file)" if self.token_file else ("(env)" if os.environ.get("CONVERGE_TOKEN") else None)}
+        return {
+            "db": _mask_url(self.db_url),
+            "controllers": list(self.controllers),
+            "token": "(file)" if self.token_file else ("(env)" if os.environ.get("CONVERGE_TOKEN") else None),
+        }
 
 
 def _mask_url(url: str) -> str:
@@ -68,14 +71,39 @@ def _mask_url(url: str) -> str:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=os.environ.get("CONVERGE_DB", DEFAULT_DB),
-                        help="SQLAlchemy URL of the intent store (env CONVERGE_DB; default %(default)s)")
-    parser.add_argument("--controller", action="append", default=None, metavar="URL",
-                        help="controller URL, repeat for failover (env CONVERGE_CONTROLLERS, comma-separated)")
-    parser.add_argument("--token-file", default=os.environ.get("CONVERGE_TOKEN_FILE"),
-                        help="file holding the controller's bearer token (env CONVERGE_TOKEN_FILE, "
-                             "or CONVERGE_TOKEN with the token itself)")
+    """The options every command takes, with their defaults. Sub-commands take them too (``COMMON``,
+    without defaults) so that ``converge status --json`` and ``converge --json status`` both work."""
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("CONVERGE_DB", DEFAULT_DB),
+        help="SQLAlchemy URL of the intent store (env CONVERGE_DB; default %(default)s)",
+    )
+    parser.add_argument(
+        "--controller",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="controller URL, repeat for failover (env CONVERGE_CONTROLLERS, comma-separated)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get("CONVERGE_TOKEN_FILE"),
+        help="file holding the controller's bearer token (env CONVERGE_TOKEN_FILE, "
+        "or CONVERGE_TOKEN with the token itself)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    parent.add_argument("--db", default=argparse.SUPPRESS)
+    parent.add_argument("--controller", action="append", default=argparse.SUPPRESS, metavar="URL")
+    parent.add_argument("--token-file", default=argparse.SUPPRESS)
+    parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    return parent
+
+
+COMMON = common()
 
 
 def settings(args: argparse.Namespace) -> Settings:

@@ -17,7 +17,7 @@ from typing import Any
 from converge.backends.fabric import FabricClient
 from converge.bench.workload import Workload
 from converge.cli import output
-from converge.cli.context import Settings
+from converge.cli.context import COMMON, Settings
 from converge.cli.load_cmd import load
 from converge.cli.sync_cmds import cmd_status
 from converge.core import canonical
@@ -26,7 +26,9 @@ from converge.store import sync
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("demo", help="start a local controller, load a demo topology, sync it, show status")
+    p = sub.add_parser(
+        "demo", parents=[COMMON], help="start a local controller, load a demo topology, sync it, show status"
+    )
     p.add_argument("--roots", type=int, default=20)
     p.add_argument("--changes", type=int, default=3000)
     p.add_argument("--seed", type=int, default=7)
@@ -50,8 +52,13 @@ def cmd_demo(cfg: Settings, args: argparse.Namespace) -> int:
     local = Settings(f"sqlite:///{work / 'converge.sqlite'}", (fabric.url,), str(token_file), cfg.json)
     try:
         engine = local.engine()
-        load(engine, Workload(args.roots, seed=args.seed, prefix="demo").changes(args.changes), args.changes,
-             500, show=True)
+        load(
+            engine,
+            Workload(args.roots, seed=args.seed, prefix="demo").changes(args.changes),
+            args.changes,
+            500,
+            show=True,
+        )
         backend = FabricClient([fabric.url], fabric.token, writer="converge-demo")
         worker = Worker(engine, backend, WorkerConfig(sweep_interval=1.0))
         started = time.monotonic()
@@ -75,9 +82,11 @@ def cmd_demo(cfg: Settings, args: argparse.Namespace) -> int:
         cmd_status(local, args)
         if not idle or mismatched:
             return output.fail(f"not converged: idle={idle}, roots differing: {mismatched}", 1)
-        output.console.print(f"[green bold]converged[/green bold]: {args.changes} changes over {args.roots} "
-                             f"roots synced in {took:.2f} s; every root's controller ETag equals the "
-                             "fingerprint of its desired objects")
+        output.console.print(
+            f"[green bold]converged[/green bold]: {args.changes} changes over {args.roots} "
+            f"roots synced in {took:.2f} s; every root's controller ETag equals the "
+            "fingerprint of its desired objects"
+        )
         return 0
     finally:
         if args.keep_running:

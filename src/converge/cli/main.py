@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from converge.cli import demo, load_cmd, output, repair_cmds, sync_cmds
-from converge.cli.context import add_common, settings
+from converge.cli.context import COMMON, add_common, settings
 from converge.core.errors import ConfigurationError, ConvergeError
 
 
@@ -18,11 +18,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="converge", description="Converge: Neutron intent → SDN controller sync")
     add_common(p)
     sub = p.add_subparsers(dest="command", required=True)
-    fab = sub.add_parser("fabric", help="the reference fabric controller").add_subparsers(dest="fabric_cmd",
-                                                                                           required=True)
+    fab = sub.add_parser("fabric", help="the reference fabric controller").add_subparsers(
+        dest="fabric_cmd", required=True
+    )
     fab.add_parser("serve", help="run the controller (see: converge fabric serve --help)", add_help=False)
     dbp = sub.add_parser("db", help="schema").add_subparsers(dest="db_cmd", required=True)
-    dbp.add_parser("upgrade", help="create or upgrade Converge's tables").set_defaults(func=cmd_db_upgrade)
+    dbp.add_parser("upgrade", parents=[COMMON], help="create or upgrade Converge's tables").set_defaults(
+        func=cmd_db_upgrade
+    )
     sync_cmds.add_parsers(sub)
     repair_cmds.add_parsers(sub)
     load_cmd.add_parsers(sub)

@@ -48,8 +48,15 @@ def age(seconds: float | None) -> str:
 @contextmanager
 def progress(enabled: bool = True) -> Iterator[Progress]:
     """A progress bar on stderr (quiet with --json or when stderr is not a terminal... still shown once)."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=errors, disable=not enabled, transient=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=not enabled,
+        transient=False,
+    )
     with bar:
         yield bar
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from converge.cli import output
-from converge.cli.context import Settings
+from converge.cli.context import COMMON, Settings
 from converge.core.errors import ConvergeError
 from converge.core.ids import RootId
 from converge.engine.reconciler import Reconciler
@@ -21,10 +21,12 @@ from converge.store import leases, report, sync
 
 
 def add_parsers(sub: Any) -> None:
-    d = sub.add_parser("drift", help="list differences between intent and controller (changes nothing)")
+    d = sub.add_parser(
+        "drift", parents=[COMMON], help="list differences between intent and controller (changes nothing)"
+    )
     d.add_argument("--root", action="append", help="only these roots (default: all)")
     d.set_defaults(func=cmd_drift)
-    r = sub.add_parser("repair", help="make the controller match intent, per root")
+    r = sub.add_parser("repair", parents=[COMMON], help="make the controller match intent, per root")
     r.add_argument("--root", action="append", help="roots to repair")
     r.add_argument("--all", action="store_true", help="every root known to the store or the controller")
     r.add_argument("--wait", type=float, default=60.0, help="seconds to wait for workers asked to repair")
@@ -55,18 +57,33 @@ def cmd_drift(cfg: Settings, args: argparse.Namespace) -> int:
                 with engine.connect() as conn:
                     states = sync.read_status(conn, differing)
                 for key, remote in sorted(differing.items()):
-                    what = ("missing on controller" if remote is None else
-                            "not in intent" if key not in local else "differs")
+                    what = (
+                        "missing on controller"
+                        if remote is None
+                        else "not in intent"
+                        if key not in local
+                        else "differs"
+                    )
                     st = states.get(key)
-                    found.append({"root": root, "kind": key[0], "id": key[1], "difference": what,
-                                  "sync_state": st.state.value if st else "pending"})
+                    found.append(
+                        {
+                            "root": root,
+                            "kind": key[0],
+                            "id": key[1],
+                            "difference": what,
+                            "sync_state": st.state.value if st else "pending",
+                        }
+                    )
             bar.advance(task)
     backend.close()
     if cfg.json:
         output.emit_json({"roots": len(roots), "differences": found})
     else:
-        output.table("Differences (intent vs controller)", ["root", "kind", "id", "difference", "sync state"],
-                     [(f["root"], f["kind"], f["id"], f["difference"], f["sync_state"]) for f in found])
+        output.table(
+            "Differences (intent vs controller)",
+            ["root", "kind", "id", "difference", "sync state"],
+            [(f["root"], f["kind"], f["id"], f["difference"], f["sync_state"]) for f in found],
+        )
         output.console.print(f"{len(roots)} roots compared, {len(found)} differences")
     return 0 if not found else 3
 
@@ -112,15 +129,21 @@ def cmd_repair(cfg: Settings, args: argparse.Namespace) -> int:
                 if left:
                     time.sleep(0.2)
     backend.close()
-    result = {"repaired_here": repaired, "repaired_by_workers": [r for r in asked if r not in left] if asked else [],
-              "still_waiting": sorted(left) if asked else [], "failed": failed}
+    result = {
+        "repaired_here": repaired,
+        "repaired_by_workers": [r for r in asked if r not in left] if asked else [],
+        "still_waiting": sorted(left) if asked else [],
+        "failed": failed,
+    }
     if cfg.json:
         output.emit_json(result)
     else:
         fixed = sum(repaired.values())
-        output.console.print(f"repaired {len(repaired)} roots here ({fixed} objects differed); "
-                             f"{len(result['repaired_by_workers'])} by their workers; "
-                             f"{len(result['still_waiting'])} still waiting; {len(failed)} failed")
-        for root, err in failed.items():
-            output.errors.print(f"  {root}: {err}")
+        output.console.print(
+            f"repaired {len(repaired)} roots here ({fixed} objects differed); "
+            f"{len(result['repaired_by_workers'])} by their workers; "
+            f"{len(result['still_waiting'])} still waiting; {len(failed)} failed"
+        )
+        for name, why in failed.items():
+            output.errors.print(f"  {name}: {why}")
     return 0 if not failed and not result["still_waiting"] else 1

@@ -8,35 +8,40 @@ import signal
 from typing import Any
 
 from converge.cli import output
-from converge.cli.context import Settings
+from converge.cli.context import COMMON, Settings
 from converge.engine.worker import Worker, WorkerConfig
 from converge.store import operator, report
 from converge.store.leases import LeaseTiming
 
 
 def add_parsers(sub: Any) -> None:
-    run = sub.add_parser("sync", help="run a sync worker").add_subparsers(dest="sync_cmd", required=True)
-    p = run.add_parser("run", help="drain the journal to the controller until stopped (SIGTERM/SIGINT)")
+    run = sub.add_parser("sync", parents=[COMMON], help="run a sync worker").add_subparsers(
+        dest="sync_cmd", required=True
+    )
+    p = run.add_parser(
+        "run", parents=[COMMON], help="drain the journal to the controller until stopped (SIGTERM/SIGINT)"
+    )
     p.add_argument("--until-idle", action="store_true", help="exit once everything is drained")
     p.add_argument("--timeout", type=float, default=300.0, help="with --until-idle: give up after S seconds")
     p.add_argument("--poll-interval", type=float, default=0.05)
     p.add_argument("--sweep-interval", type=float, default=5.0)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--lease-duration", type=float, default=15.0)
+    p.add_argument("--concurrency", type=int, default=4, help="roots reconciled at once")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_sync_run)
 
-    s = sub.add_parser("status", help="per-root backlog, errors, leases; workers; controller health")
+    s = sub.add_parser("status", parents=[COMMON], help="per-root backlog, errors, leases; workers; controller health")
     s.add_argument("--root", action="append", help="only these roots")
     s.set_defaults(func=cmd_status)
 
-    j = sub.add_parser("journal", help="pending changes and refused/blocked objects")
+    j = sub.add_parser("journal", parents=[COMMON], help="pending changes and refused/blocked objects")
     j.add_argument("--root")
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("show", nargs="*", metavar="KIND ID", help="inspect one object: KIND ID")
     j.set_defaults(func=cmd_journal)
 
-    r = sub.add_parser("retry", help="retry objects the controller refused")
+    r = sub.add_parser("retry", parents=[COMMON], help="retry objects the controller refused")
     r.add_argument("objects", nargs="*", metavar="KIND/ID")
     r.add_argument("--root")
     r.add_argument("--all", action="store_true", help="every refused object")
@@ -45,9 +50,13 @@ def add_parsers(sub: Any) -> None:
 
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
     d = args.lease_duration
-    return WorkerConfig(poll_interval=args.poll_interval, sweep_interval=args.sweep_interval,
-                        batch_size=args.batch_size,
-                        lease=LeaseTiming(duration=d, renew_every=d / 3, renew_deadline=d * 2 / 3))
+    return WorkerConfig(
+        poll_interval=args.poll_interval,
+        sweep_interval=args.sweep_interval,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        lease=LeaseTiming(duration=d, renew_every=d / 3, renew_deadline=d * 2 / 3),
+    )
 
 
 def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
@@ -81,23 +90,41 @@ def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
         health = [{"url": h.url, "state": h.state, "error": h.last_error} for h in backend.probe()]
         backend.close()
     if cfg.json:
-        output.emit_json({"roots": roots, "workers": workers, "controllers": health,
-                          "settings": cfg.describe()})
+        output.emit_json({"roots": roots, "workers": workers, "controllers": health, "settings": cfg.describe()})
         return 0
-    output.table("Roots", ["root", "objects", "pending", "oldest pending", "errors", "blocked", "lease holder",
-                           "failures", "last error"],
-                 [(r.root, r.objects, r.pending, output.age(r.oldest_pending_age), r.errors, r.blocked,
-                   r.owner or "-", r.failures, (r.last_error or "")[:60]) for r in roots])
-    output.table("Workers", ["worker", "host", "pid", "heartbeat"],
-                 [(w.worker, w.host, w.pid, output.age(w.heartbeat_age) + " ago") for w in workers])
+    output.table(
+        "Roots",
+        ["root", "objects", "pending", "oldest pending", "errors", "blocked", "lease holder", "failures", "last error"],
+        [
+            (
+                r.root,
+                r.objects,
+                r.pending,
+                output.age(r.oldest_pending_age),
+                r.errors,
+                r.blocked,
+                r.owner or "-",
+                r.failures,
+                (r.last_error or "")[:60],
+            )
+            for r in roots
+        ],
+    )
+    output.table(
+        "Workers",
+        ["worker", "host", "pid", "heartbeat"],
+        [(w.worker, w.host, w.pid, output.age(w.heartbeat_age) + " ago") for w in workers],
+    )
     if health:
         output.table("Controllers", ["url", "state", "error"], [(h["url"], h["state"], h["error"]) for h in health])
     pending = sum(r.pending for r in roots)
     errs = sum(r.errors for r in roots)
     blocked = sum(r.blocked for r in roots)
     verdict = "converged" if not (pending or errs or blocked) else "not converged"
-    output.console.print(f"{len(roots)} roots, {sum(r.objects for r in roots)} objects: {pending} pending, "
-                         f"{errs} errors, {blocked} blocked — [bold]{verdict}[/bold]")
+    output.console.print(
+        f"{len(roots)} roots, {sum(r.objects for r in roots)} objects: {pending} pending, "
+        f"{errs} errors, {blocked} blocked — [bold]{verdict}[/bold]"
+    )
     return 0
 
 
@@ -118,10 +145,16 @@ def cmd_journal(cfg: Settings, args: argparse.Namespace) -> int:
     if cfg.json:
         output.emit_json({"pending": rows, "problems": problems})
         return 0
-    output.table("Pending changes (oldest first)", ["seq", "root", "kind", "id", "op", "age"],
-                 [(r.seq, r.root, r.kind, r.id, r.op, output.age(r.age)) for r in rows])
-    output.table("Refused and blocked objects", ["root", "kind", "id", "state", "attempts", "message"],
-                 [(p.root, p.kind, p.id, p.state, p.attempts, p.message) for p in problems])
+    output.table(
+        "Pending changes (oldest first)",
+        ["seq", "root", "kind", "id", "op", "age"],
+        [(r.seq, r.root, r.kind, r.id, r.op, output.age(r.age)) for r in rows],
+    )
+    output.table(
+        "Refused and blocked objects",
+        ["root", "kind", "id", "state", "attempts", "message"],
+        [(p.root, p.kind, p.id, p.state, p.attempts, p.message) for p in problems],
+    )
     return 0
 
 

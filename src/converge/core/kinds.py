@@ -30,11 +30,13 @@ class UnknownKind(ValueError):
 
 
 def kind(value: object) -> Kind:
-    try:
-        return Kind(value)
-    except ValueError:
-        names = ", ".join(k.value for k in Kind)
-        raise UnknownKind(f"unknown kind {value!r}: expected one of {names}") from None
+    if isinstance(value, str) and value in _BY_VALUE:
+        return _BY_VALUE[value]
+    names = ", ".join(k.value for k in Kind)
+    raise UnknownKind(f"unknown kind {value!r}: expected one of {names}")
+
+
+_BY_VALUE = {k.value: k for k in Kind}
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,10 @@ def parents(k: Kind, attributes: Mapping[str, object]) -> Iterator[tuple[Kind, O
             if ref.required:
                 raise InvalidReference(f"{k.value} needs attribute {ref.attribute!r} ({ref.target.value} id)")
             continue
-        values = value if ref.many else [value]
-        if ref.many and not isinstance(value, list):
-            raise InvalidReference(f"{k.value}.{ref.attribute} must be a list of {ref.target.value} ids")
-        for v in values:
+        if ref.many != isinstance(value, list):
+            shape = "a list of" if ref.many else "one"
+            raise InvalidReference(f"{k.value}.{ref.attribute} must be {shape} {ref.target.value} id(s)")
+        for v in value if isinstance(value, list) else [value]:
             try:
                 yield ref.target, object_id(v)
             except InvalidId as exc:

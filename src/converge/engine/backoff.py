@@ -1,6 +1,6 @@
 """Exponential backoff with jitter, per root: after ``n`` failures the delay is drawn uniformly from
-[c/2, c] with c = min(cap, base * 2^(n-1)). Jitter spreads retries of many roots (and many workers) after a controller outage so
-they don't return as one thundering herd."""
+[c/2, c] with c = min(cap, base * 2^(n-1)). Jitter spreads the retries of many roots (and many workers)
+after a controller outage so they don't return as one thundering herd."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         ceiling = min(self.cap, self.base * (2 ** max(0, failures - 1)))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
 
     def jitter(self, seconds: float) -> float:
         """A short random pause for lost races (deadlocks, certification failures)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from converge.backends.base import Delete, Operation, Put
 from converge.core import canonical
 from converge.core.ids import ObjectId
-from converge.core.kinds import RANK, Kind, parents
+from converge.core.kinds import RANK, Kind
 from converge.store.schema import ObjectState
 from converge.store.sync import DesiredRow, Key, StatusRow
 
@@ -76,7 +76,7 @@ def make_plan(*, keys: Iterable[Key], desired: Mapping[Key, DesiredRow], status:
     for key, d in sorted(puts.items(), key=lambda kv: (RANK[Kind(kv[0][0])], kv[0])):
         pushed = status[key].pushed if key in status else None
         fp = canonical.add(canonical.remove(fp, pushed) if pushed is not None else fp, d.digest)
-        plan.operations.append(Put(d.doc()))
+        plan.operations.append(Put(d.doc))
         plan.after[key] = d.digest
     for key, pushed in sorted(deletes.items(), key=lambda kv: (-RANK[Kind(kv[0][0])], kv[0])):
         fp = canonical.remove(fp, pushed)
@@ -89,15 +89,14 @@ def make_plan(*, keys: Iterable[Key], desired: Mapping[Key, DesiredRow], status:
 def parent_keys(rows: Iterable[DesiredRow]) -> set[Key]:
     out: set[Key] = set()
     for d in rows:
-        out.update((k.value, pid) for k, pid in parents(Kind(d.kind), d.doc().attributes))
+        out.update(d.parents)
     return out
 
 
 def _block_waiting(plan: Plan, puts: dict[Key, DesiredRow], deletes: Mapping[Key, int],
                    desired: Mapping[Key, DesiredRow], status: Mapping[Key, StatusRow]) -> None:
     """Move puts whose parents cannot be relied on into ``plan.blocked``, to a fixpoint."""
-    needs = {key: [(k.value, pid) for k, pid in parents(Kind(d.kind), d.doc().attributes)]
-             for key, d in puts.items()}
+    needs = {key: d.parents for key, d in puts.items()}
     changed = True
     while changed:
         changed = False

@@ -74,16 +74,21 @@ class Reconciler:
         with self.engine.connect() as conn:
             p.desired = sync.read_desired(conn, p.keys)
             p.desired.update(sync.read_desired(conn, parent_keys(p.desired.values()) - set(p.desired)))
+        drained = [e.seq for e in entries]
         batch_size = self.batch_size
+        self._load_status(p)
         while True:
-            self._load_status(p)
             plan = make_plan(keys=p.keys, desired=p.desired, status=p.status, acked=p.acked,
                              refused={k: d for k, (d, _) in p.refused.items()})
             if not plan.operations:
+                self._commit(p, self._final(p, plan, drained))
                 break
             chunk = plan.operations[:batch_size]
+            last = len(chunk) == len(plan.operations)
             try:
-                self._push(p, plan, chunk)
+                # The last batch commits the pass's whole outcome with it: one transaction, not two.
+                if self._push(p, plan, chunk, self._final(p, plan, drained) if last else None) and last:
+                    break
             except ObjectRejected as rej:
                 if rej.index is None and len(chunk) > 1:
                     batch_size = max(1, len(chunk) // 2)
@@ -96,7 +101,6 @@ class Reconciler:
                 if p.repaired:
                     raise TemporaryError(f"root {root}: 412 again right after repair") from None
                 self._repair(p)
-        self._finish(p, plan, [e.seq for e in entries])
         return Result(more=len(entries) >= self.journal_limit, blocked=len(plan.blocked), pushed=p.pushed,
                       repaired=p.repaired, fixed=p.fixed)
 
@@ -116,10 +120,12 @@ class Reconciler:
                 found = sync.read_desired(conn, new)
                 found.update(sync.read_desired(conn, parent_keys(found.values()) - set(p.desired)))
             p.desired.update(found)
+        self._load_status(p)
 
-    def _push(self, p: _Pass, plan: Plan, chunk: list[Operation]) -> None:
+    def _push(self, p: _Pass, plan: Plan, chunk: list[Operation], final: sync.Outcome | None) -> bool:
+        """Send one batch and commit what it did (with ``final`` merged in); False if it needed a repair."""
         expected = p.acked
-        outcome = sync.Outcome(acked=0)
+        outcome = final or sync.Outcome(acked=0)
         for op in chunk:
             s = p.status.get(op.key)
             before, after = (s.pushed if s else None), plan.after[op.key]
@@ -130,20 +136,32 @@ class Reconciler:
             else:
                 expected = canonical.add(expected, after)
                 outcome.synced[op.key] = after
-        etag = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk)
-        outcome.acked = etag
+        outcome.acked = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk)
+        self._commit(p, outcome)
+        p.pushed += len(chunk)
+        for op in chunk:
+            digest = plan.after[op.key]
+            if digest is None:
+                p.status.pop(op.key, None)
+            else:
+                p.status[op.key] = StatusRow(p.lease.root, op.key[0], op.key[1], ObjectState.SYNCED, digest,
+                                             None, None, 0)
+        if outcome.acked == expected:
+            return True
+        log.warning("root %s: controller answered ETag %s, expected %s: repairing", p.lease.root,
+                    canonical.hex256(outcome.acked)[:12], canonical.hex256(expected)[:12])
+        if p.repaired:
+            raise TemporaryError(f"root {p.lease.root}: unexpected ETag again right after repair")
+        self._repair(p)
+        return False
+
+    def _commit(self, p: _Pass, outcome: sync.Outcome) -> None:
         with self.engine.begin() as conn:
             sync.commit_outcome(conn, p.lease, outcome)
-        p.acked = etag
-        p.pushed += len(chunk)
-        if etag != expected:
-            log.warning("root %s: controller answered ETag %s, expected %s: repairing", p.lease.root,
-                        canonical.hex256(etag)[:12], canonical.hex256(expected)[:12])
-            if p.repaired:
-                raise TemporaryError(f"root {p.lease.root}: unexpected ETag again right after repair")
-            self._repair(p)
+        p.acked = outcome.acked
 
-    def _finish(self, p: _Pass, plan: Plan, drained: list[int]) -> None:
+    def _final(self, p: _Pass, plan: Plan, drained: list[int]) -> sync.Outcome:
+        """What the pass establishes beyond the pushes: settled, removed, blocked, refused, drained."""
         outcome = sync.Outcome(acked=p.acked, drained=drained)
         for key, digest in plan.settled.items():
             s = p.status.get(key)
@@ -156,6 +174,6 @@ class Reconciler:
                 outcome.blocked[key] = (pushed, reason)
         for key, (digest, message) in p.refused.items():
             s = p.status.get(key)
-            outcome.errors[key] = (s.pushed if s else None, digest, message, (s.attempts if s else 0) + 1)
-        with self.engine.begin() as conn:
-            sync.commit_outcome(conn, p.lease, outcome)
+            if s is None or s.state is not ObjectState.ERROR or s.error_digest != digest:
+                outcome.errors[key] = (s.pushed if s else None, digest, message, (s.attempts if s else 0) + 1)
+        return outcome

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -30,7 +31,7 @@ from converge.core.errors import ConvergeError, LeaseLost, RaceLost, TemporaryEr
 from converge.core.ids import RootId, WorkerId
 from converge.engine.backoff import Backoff
 from converge.engine.membership import owner
-from converge.engine.reconciler import Reconciler
+from converge.engine.reconciler import Reconciler, Result
 from converge.store import db, leases, sync
 from converge.store.leases import Lease, LeaseTiming
 
@@ -47,6 +48,7 @@ class WorkerConfig:
     lease: LeaseTiming = field(default_factory=LeaseTiming)
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    concurrency: int = 4  # roots reconciled at once: overlaps one root's HTTP wait with another's work
 
 
 class Worker:
@@ -64,6 +66,8 @@ class Worker:
         self.held: dict[RootId, Lease] = {}
         self.due: dict[RootId, float] = {}  # backoff and "more": reconcile not before this time
         self.recheck: dict[RootId, float] = {}  # roots with blocked objects: look again at this time
+        self.stalled: set[RootId] = set()  # blocked roots whose last look changed nothing
+        self._parents_moved = False
         self.needs_repair: set[RootId] = set()
         self.failures: dict[RootId, int] = {}
         self.live: list[WorkerId] = [self.id]
@@ -71,6 +75,8 @@ class Worker:
         self._last_sweep = float("-inf")
         self._last_try: dict[RootId, float] = {}
         self._started = time.time()
+        self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="converge-root") \
+            if self.config.concurrency > 1 else None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.on_reconciled: Callable[[RootId], None] | None = None
@@ -108,9 +114,13 @@ class Worker:
     def idle(self) -> bool:
         with self.engine.connect() as conn:
             pending = sync.pending_roots(conn, limit=1)
-        return not pending and not self.due and not self.needs_repair
+        waiting = set(self.recheck) - self.stalled
+        return not pending and not self.due and not self.needs_repair and not waiting
 
     def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         try:
             with self.engine.begin() as conn:
                 leases.retire(conn, self.id)
@@ -130,16 +140,45 @@ class Worker:
             log.warning("worker %s: database: %s", self.id, err)
             return False
         wanted = set(pending) | {r for r, t in self.due.items() if t <= now} | self.needs_repair
-        wanted |= {r for r, t in self.recheck.items() if t <= now}
+        if self._parents_moved:
+            self._parents_moved = False
+            wanted |= set(self.recheck)
+            self.stalled.clear()
+        else:
+            wanted |= {r for r, t in self.recheck.items() if t <= now}
         self._acquire([r for r in wanted if owner(r, self.live) == self.id], now)
         worked = False
-        for root in sorted(wanted):
-            if root in self.held and self.due.get(root, 0.0) <= now:
-                worked |= self._reconcile(root)
+        todo = sorted(r for r in wanted if r in self.held and self.due.get(r, 0.0) <= now)
+        if self._pool is None:
+            for root in todo:
+                self._keep_leases()
+                if root in self.held:
+                    worked |= self._settle(root, self._attempt(root))
+        else:
+            # Keep `concurrency` roots in flight; bookkeeping stays on this thread.
+            queue = iter(todo)
+            running: dict[Future[Result | BaseException], RootId] = {}
+            while True:
+                for root in queue:
+                    if root in self.held:
+                        running[self._pool.submit(self._attempt, root)] = root
+                    if len(running) >= self.config.concurrency:
+                        break
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    worked |= self._settle(running.pop(fut), fut.result())
+                self._keep_leases()
         if now - self._last_sweep >= self.config.sweep_interval:
             self._last_sweep = now
             self._sweep()
         return worked
+
+    def _keep_leases(self) -> None:
+        """Renew on time even inside a long step."""
+        if self.clock.monotonic() - self._last_maintain >= self.config.lease.renew_every:
+            self._maintain(self.clock.monotonic())
 
     def _maintain(self, now: float) -> None:
         timing = self.config.lease
@@ -148,6 +187,7 @@ class Worker:
             still = leases.renew_all(conn, self.id, timing.duration)
             self.live = leases.live_workers(conn, within=timing.duration) or [self.id]
             requested = sync.repair_requests(conn)
+            blocked = sync.blocked_roots(conn)
         if self.id not in self.live:
             self.live = sorted([*self.live, self.id])
         for root in list(self.held):
@@ -162,12 +202,16 @@ class Worker:
         for root in requested:
             if root in self.held or owner(root, self.live) == self.id:
                 self.needs_repair.add(root)
+        for root in blocked:  # e.g. left blocked by a worker that stopped: look at them again
+            if root in self.held or owner(root, self.live) == self.id:
+                self.recheck.setdefault(root, now)
         self._last_maintain = now
 
     def _forget(self, root: RootId) -> None:
         self.held.pop(root, None)
         self.due.pop(root, None)
         self.recheck.pop(root, None)
+        self.stalled.discard(root)
         self.needs_repair.discard(root)
 
     def _acquire(self, roots: list[RootId], now: float) -> None:
@@ -191,34 +235,53 @@ class Worker:
         except (RaceLost, ConvergeError) as err:
             log.info("worker %s: lease race: %s", self.id, err)
 
-    def _reconcile(self, root: RootId) -> bool:
-        lease = self.held[root]
-        now = self.clock.monotonic()
+    def _attempt(self, root: RootId) -> Result | BaseException:
+        """Reconcile one root (runs on a pool thread); errors are returned, not raised."""
+        lease = self.held.get(root)
+        if lease is None:
+            return LeaseLost(f"root {root} was given up before its pass started")
         try:
-            result = self.reconciler.reconcile(lease, repair=root in self.needs_repair)
-        except LeaseLost as err:
-            log.warning("%s", err)
+            return self.reconciler.reconcile(lease, repair=root in self.needs_repair)
+        except Exception as err:
+            return err
+
+    def _settle(self, root: RootId, outcome: Result | BaseException) -> bool:
+        lease = self.held.get(root)
+        if lease is None:  # given up while the pass ran (lost, or handed over): its writes were fenced
+            return False
+        now = self.clock.monotonic()
+        if isinstance(outcome, LeaseLost):
+            log.warning("%s", outcome)
             self._forget(root)
             return False
-        except TemporaryError as err:
-            self._failed(root, lease, err.delay, str(err))
+        if isinstance(outcome, TemporaryError):
+            self._failed(root, lease, outcome.delay, str(outcome))
             return False
-        except Exception as err:  # a bug or a permanent error must not stop other roots
-            log.exception("root %s: reconcile failed", root)
-            self._failed(root, lease, None, f"{type(err).__name__}: {err}")
+        if isinstance(outcome, BaseException):  # a bug or a permanent error must not stop other roots
+            log.error("root %s: reconcile failed", root, exc_info=outcome)
+            self._failed(root, lease, None, f"{type(outcome).__name__}: {outcome}")
             return False
+        result = outcome
         self.needs_repair.discard(root)
         self.failures.pop(root, None)
         self.due.pop(root, None)
         if result.more:
             self.due[root] = now
+        progressed = result.pushed > 0 or result.more or result.repaired
         if result.blocked:
             self.recheck[root] = now + self.config.blocked_retry
+            if progressed:
+                self.stalled.discard(root)
+            else:
+                self.stalled.add(root)
         else:
             self.recheck.pop(root, None)
+            self.stalled.discard(root)
+        if result.pushed:
+            self._parents_moved = True  # what this root synced may be what another root's objects wait for
         if self.on_reconciled:
             self.on_reconciled(root)
-        return result.pushed > 0 or result.more or result.repaired
+        return progressed
 
     def _failed(self, root: RootId, lease: Lease, delay: float | None, message: str) -> None:
         n = self.failures.get(root, 0) + 1

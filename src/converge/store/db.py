@@ -97,7 +97,7 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         ins = sqlite_insert(table).values(**(fixed or {}))
-        stmt = ins.on_conflict_do_update(index_elements=list(keys),
+        stmt: Any = ins.on_conflict_do_update(index_elements=list(keys),
                                          set_={c: ins.excluded[c] for c in update})
     elif dialect in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert as mysql_insert

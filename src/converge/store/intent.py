@@ -47,7 +47,7 @@ class Change:
         label = f"{kind_}/{id_}"
         try:
             k, oid, r = kind(kind_), object_id(id_), root_id(root)
-            o = JournalOp(op)
+            o = JournalOp(str(op))
         except (InvalidId, UnknownKind) as err:
             raise InvalidChange(f"{label}: {err}") from None
         except ValueError:
@@ -111,7 +111,7 @@ def _upsert_desired(session: Session | Connection, rows: list[dict[str, Any]]) -
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         ins = sqlite_insert(desired)
-        stmt = ins.on_conflict_do_update(
+        stmt: Any = ins.on_conflict_do_update(
             index_elements=["kind", "id"], set_={c: ins.excluded[c] for c in newer},
             where=desired.c.revision <= ins.excluded.revision)
     else:
@@ -136,4 +136,4 @@ def key_filter(table: Any, keys: Iterable[tuple[str, str]]) -> Any:
     by_kind: dict[str, list[str]] = {}
     for k, oid in keys:
         by_kind.setdefault(k, []).append(oid)
-    return or_(*(and_(table.c.kind == k, table.c.id.in_(ids)) for k, ids in by_kind.items()))
+    return or_(*(and_(table.c.id.in_(ids), table.c.kind == k) for k, ids in by_kind.items()))

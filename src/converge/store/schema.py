@@ -59,8 +59,8 @@ class ObjectState(enum.StrEnum):
 desired = Table(
     "converge_desired",
     metadata,
+    Column("id", OID, primary_key=True),  # first: lookups by a list of ids use the primary key
     Column("kind", KIND, primary_key=True),
-    Column("id", OID, primary_key=True),
     Column("root", ROOT, nullable=False),
     Column("attributes", Text, nullable=False),  # canonical JSON
     Column("revision", BigInteger, nullable=False),
@@ -84,8 +84,8 @@ journal = Table(
 status = Table(
     "converge_status",
     metadata,
+    Column("id", OID, primary_key=True),  # first: lookups by a list of ids use the primary key
     Column("kind", KIND, primary_key=True),
-    Column("id", OID, primary_key=True),
     Column("root", ROOT, nullable=False),
     Column("bucket", SmallInteger, nullable=False),
     Column("state", String(16), nullable=False),

@@ -7,6 +7,7 @@ Called by ``converge.engine`` only. Every write goes through :func:`commit_outco
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from converge.core import canonical
 from converge.core.ids import ObjectId, RootId
-from converge.core.kinds import Kind
+from converge.core.kinds import Kind, parents
 from converge.store.db import db_now, insert_missing, upsert
 from converge.store.intent import key_filter
 from converge.store.leases import Lease, guard
@@ -47,9 +48,15 @@ class DesiredRow:
     revision: int
     digest: int
 
+    @functools.cached_property
     def doc(self) -> canonical.ObjectDoc:
+        """Parsed once per row: planning reads it for parents, the push for the payload."""
         return canonical.ObjectDoc(Kind(self.kind), ObjectId(self.id), json.loads(self.attributes),
                                    self.revision)
+
+    @functools.cached_property
+    def parents(self) -> list[Key]:
+        return [(k.value, pid) for k, pid in parents(Kind(self.kind), self.doc.attributes)]
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,19 @@ def read_journal(conn: Connection, root: RootId, limit: int) -> list[JournalEntr
     return [JournalEntry(int(r.seq), RootId(r.root), r.kind, r.id, r.op, float(r.created_at)) for r in rows]
 
 
+def _by_ids(chunk: list[Key]) -> tuple[list[str], set[Key]]:
+    # One expanding IN over the primary key's first column; ids are UUIDs, so the kind check that
+    # follows in Python rarely drops a row. Cheaper to build and cache than an OR of (kind, id) pairs.
+    return sorted({i for _, i in chunk}), set(chunk)
+
+
 def read_desired(conn: Connection, keys: Iterable[Key]) -> dict[Key, DesiredRow]:
     out: dict[Key, DesiredRow] = {}
     for chunk in _chunks(keys):
-        for r in conn.execute(select(desired).where(key_filter(desired, chunk))):
-            out[(r.kind, r.id)] = DesiredRow(RootId(r.root), r.kind, r.id, r.attributes, int(r.revision),
+        ids, wanted = _by_ids(chunk)
+        for r in conn.execute(select(desired).where(desired.c.id.in_(ids))):
+            if (r.kind, r.id) in wanted:
+                out[(r.kind, r.id)] = DesiredRow(RootId(r.root), r.kind, r.id, r.attributes, int(r.revision),
                                              int(r.digest, 16))
     return out
 
@@ -130,8 +145,10 @@ def _status_row(r: Any) -> StatusRow:
 def read_status(conn: Connection, keys: Iterable[Key]) -> dict[Key, StatusRow]:
     out: dict[Key, StatusRow] = {}
     for chunk in _chunks(keys):
-        for r in conn.execute(select(status).where(key_filter(status, chunk))):
-            out[(r.kind, r.id)] = _status_row(r)
+        ids, wanted = _by_ids(chunk)
+        for r in conn.execute(select(status).where(status.c.id.in_(ids))):
+            if (r.kind, r.id) in wanted:
+                out[(r.kind, r.id)] = _status_row(r)
     return out
 
 
@@ -139,6 +156,11 @@ def blocked_keys(conn: Connection, root: RootId) -> list[Key]:
     rows = conn.execute(select(status.c.kind, status.c.id)
                         .where(status.c.root == root, status.c.state == ObjectState.BLOCKED.value))
     return [(r.kind, r.id) for r in rows]
+
+
+def blocked_roots(conn: Connection) -> list[RootId]:
+    rows = conn.execute(select(status.c.root).distinct().where(status.c.state == ObjectState.BLOCKED.value))
+    return [RootId(r.root) for r in rows]
 
 
 def pushed_in_root(conn: Connection, root: RootId) -> dict[Key, int]:

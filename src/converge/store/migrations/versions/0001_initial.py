@@ -19,18 +19,18 @@ SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 def upgrade() -> None:
     op.create_table(
         "converge_desired",
-        sa.Column("kind", sa.String(32), primary_key=True),
-        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("id", sa.String(128), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("root", sa.String(128), nullable=False),
         sa.Column("attributes", sa.Text, nullable=False),
         sa.Column("revision", sa.BigInteger, nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
-        sa.PrimaryKeyConstraint("kind", "id", name="pk_converge_desired"),
+        sa.PrimaryKeyConstraint("id", "kind", name="pk_converge_desired"),
     )
     op.create_index("ix_converge_desired_root", "converge_desired", ["root"])
     op.create_table(
         "converge_journal",
-        sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+        sa.Column("seq", SEQ, autoincrement=True, nullable=False),
         sa.Column("root", sa.String(128), nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("id", sa.String(128), nullable=False),
@@ -42,8 +42,8 @@ def upgrade() -> None:
     op.create_index("ix_converge_journal_root_seq", "converge_journal", ["root", "seq"])
     op.create_table(
         "converge_status",
-        sa.Column("kind", sa.String(32), primary_key=True),
-        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("id", sa.String(128), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("root", sa.String(128), nullable=False),
         sa.Column("bucket", sa.SmallInteger, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text, nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("updated_at", sa.Double, nullable=False),
-        sa.PrimaryKeyConstraint("kind", "id", name="pk_converge_status"),
+        sa.PrimaryKeyConstraint("id", "kind", name="pk_converge_status"),
     )
     op.create_index("ix_converge_status_root_state", "converge_status", ["root", "state"])
     op.create_table(

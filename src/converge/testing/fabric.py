@@ -1,0 +1,220 @@
+"""A reference fabric controller in a child process, for functional tests, benchmarks and the demo.
+
+Why a real process: the sync engine must be tested against real sockets, restarts and refused
+connections, not an in-process fake. :class:`FabricProcess` generates fresh tokens (files of mode 0600 in
+``workdir``), starts ``python -m converge.fabric`` on a free loopback port, waits for ``/healthz``, and
+stops it by its PID (SIGTERM, then SIGKILL after 10 s; never by name). ``restart()`` comes back on the
+same port and database, so clients configured with :attr:`url` simply reconnect. Called by
+``tests/functional/conftest.py``, the benchmarks and ``converge demo``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from converge.core import canonical
+from converge.core.ids import ObjectId
+from converge.core.kinds import Kind
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+def put_op(kind: str, oid: str, revision: int = 0, **attributes: Any) -> dict[str, Any]:
+    """A batch operation that creates or replaces one object."""
+    return {"op": "put", "object": {"kind": kind, "id": oid, "attributes": attributes, "revision": revision}}
+
+
+def delete_op(kind: str, oid: str) -> dict[str, Any]:
+    """A batch operation that deletes one object if present."""
+    return {"op": "delete", "kind": kind, "id": oid}
+
+
+def expected_etag(objects: Iterable[Mapping[str, Any]]) -> str:
+    """The ETag a root holding ``objects`` must have, recomputed from the documents alone."""
+    return canonical.etag(canonical.combine(
+        canonical.ObjectDoc(Kind(o["kind"]), ObjectId(o["id"]), o["attributes"], o["revision"]).digest()
+        for o in objects))
+
+
+class FabricStartError(RuntimeError):
+    """The controller exited or did not answer /healthz in time; the message ends with its log tail."""
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    path.chmod(0o600)  # O_CREAT's mode does not apply to a file that already existed
+
+
+class FabricProcess:
+    def __init__(self, workdir: Path, *, faults: bool = True, port_up_delay: float = 0.5,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.faults = faults
+        self.port_up_delay = port_up_delay
+        self.extra_args = list(extra_args)
+        self.db_path = self.workdir / "fabric.sqlite"
+        self.log_path = self.workdir / "fabric.log"
+        self.token_file = self.workdir / "api-token"
+        self.admin_token_file = self.workdir / "admin-token"
+        self.port_file = self.workdir / "fabric.port"
+        self.token = secrets.token_urlsafe(32)
+        self.admin_token = secrets.token_urlsafe(32)
+        _write_secret(self.token_file, self.token)
+        _write_secret(self.admin_token_file, self.admin_token)
+        self.port = 0  # chosen by the OS on the first start, then kept
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the controller has not been started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the controller is not running")
+        return self._process.pid
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "converge.fabric", "--listen", f"127.0.0.1:{self.port}",
+               "--port-file", str(self.port_file), "--db", str(self.db_path),
+               "--token-file", str(self.token_file), "--port-up-delay", str(self.port_up_delay)]
+        if self.faults:
+            cmd += ["--faults", "--admin-token-file", str(self.admin_token_file)]
+        return cmd + self.extra_args
+
+    def start(self) -> FabricProcess:
+        if self._process is not None and self._process.poll() is None:
+            raise RuntimeError(f"the controller is already running (pid {self._process.pid})")
+        self.port_file.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CONVERGE_FABRIC_TOKEN", "CONVERGE_FABRIC_ADMIN_TOKEN")}
+        with open(self.log_path, "ab") as log:
+            # A session of its own: a Ctrl-C meant for the test run does not reach the controller,
+            # which is stopped by stop() (or left running on purpose by `converge demo --keep-running`).
+            self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise FabricStartError(f"the controller exited with {self._process.returncode}\n{self.log_tail()}")
+            if self.port_file.exists():
+                text = self.port_file.read_text().strip()
+                if text:
+                    self.port = int(text)
+                    try:
+                        if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                            return
+                    except httpx.TransportError:
+                        pass
+            time.sleep(0.02)
+        self.stop()
+        raise FabricStartError(f"the controller did not answer /healthz within {START_TIMEOUT} s\n"
+                               f"{self.log_tail()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM its PID, wait up to 10 s, then SIGKILL; return the exit code (None if not running)."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def restart(self) -> FabricProcess:
+        """Stop and start again on the same database and the same port."""
+        self.stop()
+        return self.start()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> FabricProcess:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- HTTP helpers ---------------------------------------------------------------------------------
+
+    def headers(self, *, admin: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token if admin else self.token}"}
+
+    def client(self, *, admin: bool = False, timeout: float = 10.0) -> httpx.Client:
+        """An httpx client on :attr:`url` carrying the API (or admin) token."""
+        return httpx.Client(base_url=self.url, headers=self.headers(admin=admin), timeout=timeout)
+
+    def admin(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
+        """Call the admin API (``path`` relative to ``/v1/admin``, or absolute); raise on an error status."""
+        if not path.startswith("/"):
+            path = f"/v1/admin/{path}"
+        response = httpx.request(method, self.url + path, json=json, headers=self.headers(admin=True),
+                                 timeout=10.0)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def batch(self, root: str, operations: Sequence[Mapping[str, Any]], *, if_match: str | None = None,
+              writer: str | None = None) -> httpx.Response:
+        """POST one batch (If-Match: the root's current ETag unless given); the response, whatever it is."""
+        if if_match is None:
+            if_match = str(self.get(f"/v1/roots/{root}")["etag"])
+        headers = self.headers() | {"If-Match": if_match}
+        if writer is not None:
+            headers["X-Converge-Writer"] = writer
+        return httpx.post(f"{self.url}/v1/roots/{root}/batch", json={"operations": list(operations)},
+                          headers=headers, timeout=10.0)
+
+    def objects(self, root: str, *, page: int = 1000) -> list[dict[str, Any]]:
+        """Every object of ``root`` (with its digest), following the pages of GET .../objects."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, str | int] = {"limit": page}
+        while True:
+            answer = self.get(f"/v1/roots/{root}/objects", params=params)
+            found.extend(answer["objects"])
+            if answer["next"] is None:
+                return found
+            params["after"] = answer["next"]
+
+    def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
+        """GET ``path`` with the API token; raise on an error status."""
+        response = httpx.get(self.url + path, params=params, headers=self.headers(), timeout=10.0)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
