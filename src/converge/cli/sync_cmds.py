@@ -10,7 +10,7 @@ from typing import Any
 from converge.cli import output
 from converge.cli.context import COMMON, Settings
 from converge.engine.worker import Worker, WorkerConfig
-from converge.store import operator, report
+from converge.store import leases, operator, report
 from converge.store.leases import LeaseTiming
 
 
@@ -62,8 +62,9 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = cfg.engine()
-    backend = cfg.backend(writer="converge-worker")
-    worker = Worker(engine, backend, worker_config(args))
+    worker_id = leases.new_worker_id()
+    backend = cfg.backend(writer=worker_id)  # the controller's audit log names each worker
+    worker = Worker(engine, backend, worker_config(args), worker_id=worker_id)
     if args.until_idle:
         try:
             ok = worker.run_until_idle(args.timeout)
