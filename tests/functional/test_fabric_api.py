@@ -192,3 +192,17 @@ def test_metrics_need_the_token_and_count_batches(fabric):
     assert 'converge_fabric_batches_total{status="412"} 1.0' in text
     assert "converge_fabric_operations_applied_total 2.0" in text
     assert "converge_fabric_objects 2.0" in text
+
+
+def test_a_group_listing_holds_exactly_the_objects_of_its_sixteen_buckets(fabric):
+    fabric.batch("p1", [network(f"n{i}", name=f"net {i}") for i in range(60)])
+    objects = fabric.objects("p1")
+    groups = fabric.get("/v1/roots/p1/buckets", params={"depth": 1})["groups"]
+    for group in "0123456789abcdef":
+        listing = fabric.get(f"/v1/roots/p1/buckets/{group}")
+        want = sorted((o["kind"], o["id"], o["digest"]) for o in objects
+                      if bucket_name(bucket_of(o["kind"], o["id"]))[0] == group)
+        assert sorted((e["kind"], e["id"], e["digest"]) for e in listing["objects"]) == want
+        assert listing["group"] == group and int(listing["sum"], 16) == int(groups.get(group, "0" * 64), 16)
+    with httpx.Client(headers=fabric.headers()) as http:
+        assert http.get(f"{fabric.url}/v1/roots/p1/buckets/x").status_code == 404

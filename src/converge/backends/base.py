@@ -70,7 +70,8 @@ class Traffic:
     requests: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
-    by_purpose: dict[str, int] = field(default_factory=dict)
+    by_purpose: dict[str, int] = field(default_factory=dict)  # sent + received
+    sent_by_purpose: dict[str, int] = field(default_factory=dict)
 
     def add(self, purpose: str, sent: int, received: int) -> None:
         # Called from the worker's pool threads; the counters are statistics, a lost increment is harmless
@@ -83,6 +84,7 @@ class Traffic:
         self.bytes_sent += sent
         self.bytes_received += received
         self.by_purpose[purpose] = self.by_purpose.get(purpose, 0) + sent + received
+        self.sent_by_purpose[purpose] = self.sent_by_purpose.get(purpose, 0) + sent
 
     @property
     def total(self) -> int:
@@ -110,7 +112,13 @@ class Backend(Protocol):
         """Every non-empty root with its fingerprint, fetched page by page."""
         ...
 
-    def group_sums(self, root: RootId) -> dict[str, int]: ...
+    def group_sums(self, root: RootId) -> tuple[int, dict[str, int]]:
+        """The root's fingerprint and its non-empty group sums, read together."""
+        ...
+
+    def group_entries(self, root: RootId, group: str) -> list[BucketEntry]:
+        """(kind, id, digest) of every object of one group: cheaper than bucket sums for a sparse group."""
+        ...
 
     def bucket_sums(self, root: RootId, group: str) -> dict[int, int]: ...
 

@@ -8,8 +8,10 @@ gateways of other roots reference it across roots, as in a real cloud.
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,8 @@ class Workload:
         self.external: _Obj | None = None
         self.index: dict[str, tuple[_Root, _Obj]] = {}
         self._n = 0
+        self._queue: deque[Change] = deque()  # made by a step but not yielded yet
+        self._emitted: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {}
 
     # -- helpers -------------------------------------------------------------------------------------
     def _uuid(self) -> str:
@@ -147,18 +151,26 @@ class Workload:
 
     # -- the stream ----------------------------------------------------------------------------------
     def changes(self, count: int) -> Iterator[Change]:
+        """The next ``count`` changes. A step that makes several changes (a network and its subnet) may be
+        cut by ``count``: its remaining changes come first on the next call, never lost."""
         produced = 0
         if self.external is None:
-            changes = self._network(self.admin, external=True)
-            self.external = self.index[changes[0].id][1]
-            yield from changes
-            produced += len(changes)
+            self._queue.extend(self._network(self.admin, external=True))
+            self.external = self.index[self._queue[0].id][1]
         while produced < count:
-            for ch in self._step(self.rng.choice(self.roots)):
-                yield ch
-                produced += 1
-                if produced >= count:
-                    return
+            if not self._queue:
+                self._queue.extend(self._step(self.rng.choice(self.roots)))
+            ch = self._queue.popleft()
+            self._emit(ch)
+            yield ch
+            produced += 1
+
+    def _emit(self, ch: Change) -> None:
+        key = (ch.kind.value, ch.id)
+        if ch.op is JournalOp.DELETE:
+            self._emitted.pop(key, None)
+        else:
+            self._emitted[key] = (ch.root, copy.deepcopy(dict(ch.attributes or {})), ch.revision)
 
     def _step(self, root: _Root) -> list[Change]:
         if not root.of(Kind.SUBNET):
@@ -190,6 +202,5 @@ class Workload:
         return [self._port(root)]
 
     def desired(self) -> dict[tuple[str, str], tuple[str, dict[str, Any], int]]:
-        """What the generator believes is desired now: (kind, id) -> (root, attributes, revision)."""
-        return {(o.kind.value, o.id): (r.name, dict(o.attrs), o.revision)
-                for r in self.roots for o in r.objects.values()}
+        """What the changes yielded so far add up to: (kind, id) -> (root, attributes, revision)."""
+        return {key: (root, copy.deepcopy(attrs), rev) for key, (root, attrs, rev) in self._emitted.items()}

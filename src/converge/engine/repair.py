@@ -1,9 +1,10 @@
 """Local repair of one root: find what the controller really holds, by fingerprint, moving bytes in
 proportion to the drift rather than to the root.
 
-1. compare the 16 group sums (one call) with the sums of the digests the store believes were pushed;
-2. for each differing group, compare its bucket sums (one call per group);
-3. for each differing bucket, list the controller's (kind, id, digest) entries (one call per bucket);
+1. compare the 16 group sums (one call, which also carries the root's ETag) with the sums of the digests
+   the store believes were pushed;
+2. for each differing group: if it holds few objects, list its (kind, id, digest) entries at once (one
+   call); else compare its bucket sums (one call) and list each differing bucket (one call per bucket);
 4. record, under the lease, what the controller holds for every key that differs (``learned``) and the
    controller's ETag as the acknowledged fingerprint.
 
@@ -29,6 +30,10 @@ from converge.store.sync import Key
 
 log = logging.getLogger(__name__)
 
+# A differing group with at most this many objects is listed whole instead of narrowed by bucket sums:
+# 16 digests weigh about what 16 bucket sums do, and it saves a round trip.
+SPARSE_GROUP = 16
+
 
 @dataclass(frozen=True)
 class RepairResult:
@@ -45,29 +50,38 @@ def find_differences(backend: Backend, root: RootId, local_digests: Mapping[Key,
     """Compare the controller with ``local_digests``; return the controller's ETag and the keys that differ
     with the digest the controller holds for each (None: absent). Used by repair and by ``converge drift``."""
     local_bucket: dict[int, int] = defaultdict(int)
-    by_bucket: dict[int, dict[Key, int]] = defaultdict(dict)
+    by_group: dict[str, dict[Key, int]] = defaultdict(dict)
     for key, digest in local_digests.items():
         b = canonical.bucket_of(*key)
         local_bucket[b] = canonical.add(local_bucket[b], digest)
-        by_bucket[b][key] = digest
+        by_group[_group(b)][key] = digest
     local_groups = canonical.group_sums(local_bucket)
-    etag = backend.root_etag(root)
-    remote_groups = backend.group_sums(root)
+    etag, remote_groups = backend.group_sums(root)
     differing: dict[Key, int | None] = {}
+
+    def compare(local: Mapping[Key, int], remote: Mapping[Key, int]) -> None:
+        for key in local.keys() | remote.keys():
+            if local.get(key) != remote.get(key):
+                differing[key] = remote.get(key)
+
     for g in sorted(set(local_groups) | set(remote_groups)):
         if local_groups.get(g, 0) == remote_groups.get(g, 0):
             continue
-        in_group = [b for b in by_bucket if _group(b) == g]
-        remote_buckets = backend.bucket_sums(root, g) if g in remote_groups else {}
-        for b in sorted(set(in_group) | set(remote_buckets)):
-            if local_bucket.get(b, 0) == remote_buckets.get(b, 0):
-                continue
-            local = by_bucket.get(b, {})
-            remote = ({(e.kind, e.id): e.digest for e in backend.bucket_entries(root, b)}
-                      if b in remote_buckets else {})
-            for key in set(local) | set(remote):
-                if local.get(key) != remote.get(key):
-                    differing[key] = remote.get(key)
+        local = by_group.get(g, {})
+        if g not in remote_groups:
+            compare(local, {})
+        elif len(local) <= SPARSE_GROUP:
+            # Few objects: their digests cost less than 16 bucket sums and a second round trip.
+            compare(local, {(e.kind, e.id): e.digest for e in backend.group_entries(root, g)})
+        else:
+            remote_buckets = backend.bucket_sums(root, g)
+            for b in {b for b in local_bucket if _group(b) == g} | set(remote_buckets):
+                if local_bucket.get(b, 0) == remote_buckets.get(b, 0):
+                    continue
+                in_bucket = {k: d for k, d in local.items() if canonical.bucket_of(*k) == b}
+                remote = ({(e.kind, e.id): e.digest for e in backend.bucket_entries(root, b)}
+                          if b in remote_buckets else {})
+                compare(in_bucket, remote)
     return etag, differing
 
 

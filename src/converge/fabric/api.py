@@ -120,13 +120,19 @@ class Api:
 
     async def bucket(self, request: web.Request) -> web.Response:
         root = path_root(request)
-        name = request.match_info["bucket"]
-        if len(name) != 2 or any(c not in _HEX for c in name):
-            raise not_found(f"no bucket {name!r}: buckets are named 00 to ff")
+        name = request.match_info["bucket"].lower()
+        if len(name) not in (1, 2) or any(c not in _HEX for c in name):
+            raise not_found(f"no bucket {name!r}: buckets are named 00 to ff, groups 0 to f")
+        full = flag_param(request, "full")
+        sums = queries.bucket_sums(self.store, root)
+        if len(name) == 1:  # a whole group: saves a round trip when a group holds few objects
+            first = int(name, 16) * 16
+            listed = queries.bucket_objects(self.store, root, first, full=full, last=first + 15)
+            total = group_sums({b: s for b, s in sums.items() if first <= b <= first + 15}).get(name, 0)
+            return json_response({"group": name, "sum": hex256(total), "objects": listed})
         bucket = int(name, 16)
-        listed = queries.bucket_objects(self.store, root, bucket, full=flag_param(request, "full"))
-        total = queries.bucket_sums(self.store, root).get(bucket, 0)
-        return json_response({"bucket": name, "sum": hex256(total), "objects": listed})
+        listed = queries.bucket_objects(self.store, root, bucket, full=full)
+        return json_response({"bucket": name, "sum": hex256(sums.get(bucket, 0)), "objects": listed})
 
     async def objects(self, request: web.Request) -> web.Response:
         root = path_root(request)

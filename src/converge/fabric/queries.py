@@ -35,11 +35,13 @@ def bucket_sums(store: Store, root: RootId) -> dict[int, int]:
     return {bucket: b.sum for bucket, b in store.index.bucket_sums(root).items() if b.count}
 
 
-def bucket_objects(store: Store, root: RootId, bucket: int, *, full: bool) -> list[dict[str, Any]]:
-    """The objects of one bucket in ``kind/id`` order: ``kind``, ``id``, ``digest`` (and the document)."""
+def bucket_objects(store: Store, root: RootId, bucket: int, *, full: bool,
+                   last: int | None = None) -> list[dict[str, Any]]:
+    """The objects of buckets ``bucket``..``last`` (default: one bucket) in ``kind/id`` order: ``kind``,
+    ``id``, ``digest`` (and the document)."""
     rows = store.conn.execute(
-        "SELECT kind, id, digest, doc FROM objects WHERE root = ? AND bucket = ? ORDER BY kind, id",
-        (root, bucket))
+        "SELECT kind, id, digest, doc FROM objects WHERE root = ? AND bucket BETWEEN ? AND ? ORDER BY kind, id",
+        (root, bucket, bucket if last is None else last))
     listed: list[dict[str, Any]] = []
     for kind, oid, digest, doc in rows:
         entry: dict[str, Any] = {"kind": kind, "id": oid, "digest": digest}

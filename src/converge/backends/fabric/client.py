@@ -57,8 +57,12 @@ class FabricClient:
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             headers={"Authorization": f"Bearer {token}", "X-Converge-Writer": writer,
-                     "Content-Type": "application/json"},
+                     "User-Agent": "converge", "Accept": "application/json"},
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
+        # Every byte of a small repair request counts (BENCHMARKS.md): drop what HTTP/1.1 implies anyway
+        # (keep-alive) and what we would not use (compression of small bodies).
+        for name in ("Accept-Encoding", "Connection"):
+            self._http.headers.pop(name, None)
 
     # -- transport -----------------------------------------------------------------------------------
     def _order(self) -> list[str]:
@@ -104,7 +108,7 @@ class FabricClient:
         body = json.dumps({"operations": [_op_json(op) for op in operations]},
                           separators=(",", ":"), ensure_ascii=False).encode()
         resp = self._send("POST", f"/v1/roots/{_p(root)}/batch", purpose="batch", body=body,
-                          headers={"If-Match": canonical.etag(if_match)})
+                          headers={"If-Match": canonical.etag(if_match), "Content-Type": "application/json"})
         if resp.status_code == 200:
             return _etag(resp)
         if resp.status_code == 412:
@@ -130,9 +134,13 @@ class FabricClient:
             if not after:
                 return
 
-    def group_sums(self, root: RootId) -> dict[str, int]:
+    def group_sums(self, root: RootId) -> tuple[int, dict[str, int]]:
         data = self._get(f"/v1/roots/{_p(root)}/buckets", purpose="repair", params={"depth": "1"})
-        return {g: int(v, 16) for g, v in data["groups"].items()}
+        return canonical.parse_etag(data["etag"]), {g: int(v, 16) for g, v in data["groups"].items()}
+
+    def group_entries(self, root: RootId, group: str) -> list[BucketEntry]:
+        data = self._get(f"/v1/roots/{_p(root)}/buckets/{group}", purpose="repair")
+        return [BucketEntry(o["kind"], o["id"], int(o["digest"], 16)) for o in data["objects"]]
 
     def bucket_sums(self, root: RootId, group: str) -> dict[int, int]:
         data = self._get(f"/v1/roots/{_p(root)}/buckets", purpose="repair", params={"prefix": group})
