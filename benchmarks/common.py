@@ -23,7 +23,6 @@ from converge.store import db, migrate
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 
-
 logging.basicConfig(level=logging.ERROR)  # the engine's warnings (drift found, ...) are expected here
 
 
