@@ -23,16 +23,16 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from converge.backends.fabric import FabricClient
-from converge.bench.workload import Workload
 from converge.core import canonical
-from converge.core.ids import RootId, WorkerId
+from converge.core.ids import WorkerId
 from converge.engine.worker import Worker, WorkerConfig
-from converge.store import db, migrate, sync
+from converge.store import db, migrate
 from converge.store.intent import Change, record_many
 from converge.store.leases import LeaseTiming
 from converge.store.schema import ObjectState, desired, journal, roots, status
 from converge.testing.fabric import FabricProcess
 
+WORKER = "worker-a"  # the default worker id, also the writer name its client sends to the controller
 DEADLINE = 60.0  # generous: a 2-core machine running MariaDB, a controller and workers at once
 IDLE_TIMEOUT = 60.0
 
@@ -56,7 +56,7 @@ def new_store(url: str) -> Engine:
     return engine
 
 
-def client(fabric: FabricProcess | str | list[str], token: str | None = None, *, writer: str = "test-worker",
+def client(fabric: FabricProcess | str | list[str], token: str | None = None, *, writer: str = WORKER,
            **options: Any) -> FabricClient:
     if isinstance(fabric, FabricProcess):
         return FabricClient([fabric.url], fabric.token, writer=writer, **options)
@@ -80,7 +80,7 @@ def fast_config(**overrides: Any) -> WorkerConfig:
     return WorkerConfig(**settings)
 
 
-def make_worker(engine: Engine, backend: FabricClient, name: str = "worker-a", **overrides: Any) -> Worker:
+def make_worker(engine: Engine, backend: FabricClient, name: str = WORKER, **overrides: Any) -> Worker:
     return Worker(engine, backend, fast_config(**overrides), worker_id=WorkerId(name))
 
 
@@ -133,12 +133,6 @@ def journal_count(engine: Engine) -> int:
 def statuses(engine: Engine) -> dict[tuple[str, str], Any]:
     with engine.connect() as conn:
         return {(r.kind, r.id): r for r in conn.execute(select(status))}
-
-
-def acked(engine: Engine, root: str) -> int:
-    with engine.connect() as conn:
-        state = sync.root_state(conn, RootId(root))
-    return state.acked if state else 0
 
 
 # -- reading the controller ----------------------------------------------------------------------------
@@ -204,10 +198,6 @@ def assert_converged(engine: Engine, fabric: FabricProcess,
     assert journal_count(engine) == 0, "journal rows left"
     bad = {k: (r.state, r.message) for k, r in statuses(engine).items() if r.state != ObjectState.SYNCED.value}
     assert not bad, f"objects not synced: {list(bad.items())[:5]}"
-
-
-def workload_changes(workload: Workload, n: int) -> list[Change]:
-    return list(workload.changes(n))
 
 
 # -- CLI subprocesses ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from engine_support import (
     assert_converged,
@@ -27,7 +28,6 @@ from engine_support import (
 )
 
 from converge.bench.workload import Workload
-from converge.core import canonical
 from converge.store import operator, report
 from converge.testing.mariadb import free_port
 
@@ -55,6 +55,13 @@ def step_until(worker, probe, what):
         worker.step()
         return probe()
     return eventually(once, what, pause=0.02)
+
+
+def listening(fabric):
+    try:
+        return httpx.get(f"{fabric.url}/healthz", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 class Running:
@@ -109,10 +116,11 @@ def test_refused_connections_then_5xx_then_flaky_5xx_converge_once_cleared(engin
         fabric.admin("POST", "refuse", {"seconds": 1})
         record(engine, workload.changes(120))
         step_until(worker, lambda: any(r.failures for r in roots_by_name(engine).values()), "a refused attempt")
+        eventually(lambda: listening(fabric), "the controller to listen again")
         fabric.admin("PUT", "faults", {"error_rate": 1.0, "error_status": 503})  # the admin API is exempt
         step_until(worker, lambda: any("HTTP 503" in (r.last_error or "") for r in roots_by_name(engine).values()),
                    "a 503 recorded as the root's last error")
-        assert journal_count(engine) == 120 and not fabric.objects("flaky-admin")
+        assert journal_count(engine) == 120
         fabric.admin("PUT", "faults", {"error_rate": 0.5, "error_status": 500})
         record(engine, workload.changes(60))
         settle(worker)  # retries with backoff get through half the calls failing
@@ -172,24 +180,27 @@ def test_a_wiped_controller_is_found_by_the_sweep_and_only_roots_that_need_it_ar
         assert_converged(engine, fabric, workload.desired())
         writes = audit(fabric, after=fault_seq)
         assert {e["root"] for e in writes} == wiped == {r for r, _, _ in workload.desired().values()}
-        assert all(e["writer"] == worker.id and e["status"] == 200 for e in writes)
+        # A root's objects may name the admin root's external network: until that root is repaired too,
+        # the controller answers their puts 409 missing_parent, and they wait instead of failing.
+        assert all(e["writer"] == worker.id and e["status"] in (200, 409) for e in writes), writes
     finally:
         worker.shutdown()
         backend.close()
 
 
 def test_dropped_and_corrupted_objects_in_one_root_are_repaired_locally(engine, fabric):
-    workload = Workload(5, seed=15, prefix="drift")
+    workload = Workload(2, seed=15, prefix="drift")  # drift-admin and one big root, drift-00000
     backend = client(fabric)
     worker = make_worker(engine, backend, sweep_interval=0.2)
     try:
-        record(engine, workload.changes(600))
+        record(engine, workload.changes(1200))
+        for i in range(6):  # small roots around it, which the repair must leave alone
+            record(engine, [change(f"small-{i}", "network", f"small-{i}-net", name=f"n{i}"),
+                            change(f"small-{i}", "subnet", f"small-{i}-sub", network_id=f"small-{i}-net",
+                                   cidr=f"10.9.{i}.0/24")])
         settle(worker)
-        assert_converged(engine, fabric, workload.desired())
-        sizes: dict[str, int] = {}
-        for root, _, _ in workload.desired().values():
-            sizes[root] = sizes.get(root, 0) + 1
-        victim = max((r for r in sizes if not r.endswith("-admin")), key=lambda r: sizes[r])
+        assert_converged(engine, fabric)
+        victim = "drift-00000"
         victim_bytes = sum(len(json.dumps(o, separators=(",", ":"))) for o in fabric.objects(victim))
         before = last_seq(fabric)
         dropped = fabric.admin("POST", "drop", {"count": 3, "root": victim})["objects"]
@@ -204,16 +215,66 @@ def test_dropped_and_corrupted_objects_in_one_root_are_repaired_locally(engine, 
         with Running(worker):
             eventually(lambda: {k: v for k, v in expected.items() if v[0] == victim}
                        == controller_objects(fabric, victim), "the sweep to repair the damaged root")
-        assert_converged(engine, fabric, workload.desired())
+        assert_converged(engine, fabric)
         writes = audit(fabric, after=fault_seq)
         assert writes and {e["root"] for e in writes} == {victim}, "a root that was not damaged was written"
-        assert all(e["writer"] == worker.id and e["status"] == 200 for e in writes)
+        assert all(e["writer"] == worker.id and e["status"] == 200 for e in writes), (writes, dropped, corrupted)
         assert sum(e["operations"] for e in writes) <= len(dropped) + len(corrupted)
         moved = {p: n - traffic_before.get(p, 0) for p, n in backend.traffic.by_purpose.items()}
         repair_bytes = moved.get("repair", 0) + moved.get("batch", 0) + moved.get("root", 0)
         assert moved.get("objects", 0) == 0  # no full read of the root
         # A full resync would at least send every object of the root once; the repair moved a fraction.
-        assert repair_bytes * 3 < victim_bytes, (repair_bytes, victim_bytes, moved)
+        assert repair_bytes * 4 < victim_bytes, (repair_bytes, victim_bytes, moved)
+    finally:
+        worker.shutdown()
+        backend.close()
+
+
+def test_a_child_whose_parent_in_another_root_vanished_waits_for_that_roots_repair(engine, fabric):
+    backend = client(fabric)
+    first = make_worker(engine, backend)
+    record(engine, [change("a-admin", "network", "ext", name="public", **{"router:external": True}),
+                    change("a-admin", "subnet", "ext-sub", network_id="ext", cidr="172.24.0.0/24")])
+    settle(first)
+    first.shutdown()
+    assert len(fabric.admin("POST", "drop", {"count": 2, "root": "a-admin"})["objects"]) == 2
+    # The store still believes the external network is on the controller, so the router is sent, and
+    # the controller answers 409 missing_parent. The sweep runs at the end of the first step, after it.
+    worker = make_worker(engine, backend, name="worker-b", sweep_interval=0.2)
+    try:
+        record(engine, [change("p1", "router", "r1", name="gw", external_network_id="ext")])
+        worker.step()
+        with engine.connect() as conn:
+            (problem,) = report.problems(conn)
+        assert (problem.id, problem.state) == ("r1", "blocked"), problem
+        assert "ext" in problem.message
+        assert not fabric.objects("p1")
+        settle(worker)  # the sweep repairs a-admin; the router, waiting for it, follows
+        assert_converged(engine, fabric)
+    finally:
+        worker.shutdown()
+        backend.close()
+
+
+def test_deleting_a_parent_and_its_child_in_another_root_together_converges(engine, fabric):
+    backend = client(fabric)
+    worker = make_worker(engine, backend, concurrency=1)  # roots in name order: the parent's root first
+    try:
+        record(engine, [change("a-admin", "network", "ext", name="public", **{"router:external": True}),
+                        change("p1", "router", "r1", name="gw", external_network_id="ext")])
+        settle(worker)
+        record(engine, [change("p1", "router", "r1", "delete", revision=2),
+                        change("a-admin", "network", "ext", "delete", revision=2)])
+        seq = last_seq(fabric)
+        worker.step()
+        # a-admin went first: the controller refused the delete (the router in p1 still named the network),
+        # and the delete waits, blocked, instead of being refused for good; p1 then deleted the router.
+        assert [(e["root"], e["status"]) for e in audit(fabric, after=seq)] == [("a-admin", 409), ("p1", 200)]
+        with engine.connect() as conn:
+            (problem,) = report.problems(conn)
+        assert (problem.id, problem.state) == ("ext", "blocked") and "router r1" in problem.message
+        settle(worker)
+        assert_converged(engine, fabric)
     finally:
         worker.shutdown()
         backend.close()
@@ -335,13 +396,13 @@ def test_breakers_open_while_every_controller_is_down_and_close_after_recovery(e
         step_until(worker, lambda: all(h.state == "open" for h in backend.health()), "both breakers open")
         with engine.connect() as conn:
             (root,) = report.roots_report(conn)
-        assert root.failures >= 1 and "circuit open" in (root.last_error or "") or "Connect" in (root.last_error or "")
+        assert root.failures >= 1 and "no controller answered" in root.last_error
+        assert "circuit open" in root.last_error or "ConnectError" in root.last_error
         fabric.start()
         settle(worker)
         assert_converged(engine, fabric)
         health = {h.url: h for h in backend.health()}
         assert health[fabric.url].state == "closed"
-        assert canonical.etag(0) != fabric.get("/v1/roots/p1")["etag"]
     finally:
         worker.shutdown()
         backend.close()

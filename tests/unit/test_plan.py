@@ -87,3 +87,13 @@ def test_refused_delete_is_held():
     assert plan.operations == [] and plan.held == {("network", "n1")}
     plan = make_plan(keys=[("network", "n1")], desired={}, status=s, acked=5)
     assert plan.operations == [Delete(Kind.NETWORK, "n1")] and plan.expected == 0
+
+
+def test_a_deferred_delete_is_blocked_not_sent_and_leaves_the_fingerprint_alone():
+    s = dict([status("network", "ext", 11), status("router", "r9", 12)])
+    keys = [("network", "ext"), ("router", "r9")]
+    plan = make_plan(keys=keys, desired={}, status=s, acked=23,
+                     deferred={("network", "ext"): "waiting for router r1 to be deleted from the controller first"})
+    assert [(type(op).__name__, op.key) for op in plan.operations] == [("Delete", ("router", "r9"))]
+    assert plan.blocked == {("network", "ext"): (11, "waiting for router r1 to be deleted from the controller first")}
+    assert plan.expected == 11

@@ -132,12 +132,14 @@ def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
 def cmd_journal(cfg: Settings, args: argparse.Namespace) -> int:
     engine = cfg.engine()
     if args.show:
-        if len(args.show) != 2:
+        # `journal show KIND ID` (the documented form) or `journal KIND ID`: the positional takes "show" too.
+        show = args.show[1:] if args.show[0] == "show" else args.show
+        if len(show) != 2:
             return output.fail("journal show needs KIND ID")
         with engine.connect() as conn:
-            detail = report.object_detail(conn, args.show[0], args.show[1])
+            detail = report.object_detail(conn, show[0], show[1])
         if detail["desired"] is None and detail["status"] is None and not detail["journal"]:
-            return output.fail(f"no object {args.show[0]} {args.show[1]} in the store", 1)
+            return output.fail(f"no object {show[0]} {show[1]} in the store", 1)
         output.emit_json(detail) if cfg.json else output.console.print_json(data=detail, default=str)
         return 0
     with engine.connect() as conn:

@@ -6,6 +6,7 @@ once, at the edge that sees them: ``backends/fabric/client.py`` and ``store/db.p
     ConvergeError
     ├── TemporaryError(delay)           retry the same work later; the loop owns the backoff
     │   ├── ControllerUnavailable       refused, reset, timed out, 5xx, circuit open
+    │   ├── DatabaseUnavailable         the database refused the connection or the operation
     │   └── RaceLost                    deadlock / Galera certification failure / lost guarded update
     ├── PermanentError                  retrying the same input cannot help
     │   ├── ObjectRejected(index)       the controller refused one operation of a batch (4xx naming it)
@@ -32,6 +33,10 @@ class ControllerUnavailable(TemporaryError):
     """The controller could not be reached or answered 5xx; says which URL."""
 
 
+class DatabaseUnavailable(TemporaryError):
+    """The database could not be reached or refused the operation (other than a lost race)."""
+
+
 class RaceLost(TemporaryError):
     """Another writer got there first (deadlock, certification failure, guarded UPDATE hit no row)."""
 
@@ -41,12 +46,19 @@ class PermanentError(ConvergeError):
 
 
 class ObjectRejected(PermanentError):
-    """The controller rejected operation ``index`` of a batch; nothing of the batch was applied."""
+    """The controller rejected operation ``index`` of a batch; nothing of the batch was applied.
 
-    def __init__(self, message: str, *, index: int | None, status: int) -> None:
+    ``parent`` is the (kind, id) the controller said was missing (409 missing_parent), ``children`` the
+    (root, kind, id) it said still name a deleted object (409 has_children), when it said so.
+    """
+
+    def __init__(self, message: str, *, index: int | None, status: int,
+                 parent: tuple[str, str] | None = None, children: tuple[tuple[str, str, str], ...] = ()) -> None:
         super().__init__(message)
         self.index = index
         self.status = status
+        self.parent = parent
+        self.children = children
 
 
 class ProtocolViolation(PermanentError):

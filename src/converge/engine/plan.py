@@ -42,13 +42,16 @@ def _label(key: Key) -> str:
 
 
 def make_plan(*, keys: Iterable[Key], desired: Mapping[Key, DesiredRow], status: Mapping[Key, StatusRow],
-              acked: int, refused: Mapping[Key, int] | None = None) -> Plan:
+              acked: int, refused: Mapping[Key, int] | None = None,
+              deferred: Mapping[Key, str] | None = None) -> Plan:
     """Plan the push of ``keys``. ``desired``/``status`` must also hold the rows of the keys' parents.
 
     ``refused`` maps keys the controller just refused to the digest it refused (REFUSED_DELETE for a
-    delete): they are held like errors, and their dependents are blocked.
+    delete): they are held like errors, and their dependents are blocked. ``deferred`` maps deletes that
+    must wait (children elsewhere still on the controller, on their way out) to the reason: blocked.
     """
     refused = refused or {}
+    deferred = deferred or {}
     plan = Plan(expected=acked)
     puts: dict[Key, DesiredRow] = {}
     deletes: dict[Key, int] = {}
@@ -61,6 +64,8 @@ def make_plan(*, keys: Iterable[Key], desired: Mapping[Key, DesiredRow], status:
                 plan.held.add(key)
             elif pushed is None:
                 plan.removed.add(key)
+            elif key in deferred:
+                plan.blocked[key] = (pushed, deferred[key])
             else:
                 deletes[key] = pushed
         elif d.digest == pushed:

@@ -7,11 +7,17 @@ owns backoff and requeue; this module raises TemporaryError / LeaseLost and retu
 - A 412, or an answer ETag other than the expected one → repair this root (repair.py) and re-plan.
 - A 4xx naming an operation → that object is refused (status error with the controller's message), its
   dependents are blocked, and the rest is re-planned and re-sent at once. A 4xx naming no operation
-  halves the batch until it names one object.
+  halves the batch until it names one object. Two 409s are about another root's progress, not about the
+  object, so the object waits (blocked) instead: ``missing_parent`` for a parent the store believes
+  synced (that root drifted and awaits its repair), and ``has_children`` when no child named is desired
+  any more (their deletes are on their way).
+- A lease that was taken over before the pass starts → LeaseLost before any controller call: the acked
+  ETag read from the store would be the new owner's, which the controller would not refuse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -19,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from converge.backends.base import Backend, Operation
 from converge.core import canonical
-from converge.core.errors import ObjectRejected, PreconditionFailed, TemporaryError
+from converge.core.errors import LeaseLost, ObjectRejected, PreconditionFailed, TemporaryError
 from converge.engine.plan import REFUSED_DELETE, Plan, make_plan, parent_keys
 from converge.engine.repair import repair_root
 from converge.store import sync
@@ -47,6 +53,7 @@ class _Pass:
     desired: dict[Key, DesiredRow]
     status: dict[Key, StatusRow] = field(default_factory=dict)
     refused: dict[Key, tuple[int, str]] = field(default_factory=dict)  # key -> (digest refused, message)
+    deferred: dict[Key, str] = field(default_factory=dict)  # deletes waiting for children elsewhere
     pushed: int = 0
     repaired: bool = False
     fixed: int = 0
@@ -66,7 +73,11 @@ class Reconciler:
             state = sync.root_state(conn, root)
             entries = sync.read_journal(conn, root, self.journal_limit)
             keys = list(dict.fromkeys([(e.kind, e.id) for e in entries] + sync.blocked_keys(conn, root)))
-        p = _Pass(lease, state.acked if state else 0, keys, {})
+        if state is None or state.owner != lease.owner or state.epoch != lease.epoch:
+            # Taken over: the acknowledged ETag read above is the new owner's, so the controller would
+            # not fence a batch sent with it. Stop before any write.
+            raise LeaseLost(f"lease on root {root} (epoch {lease.epoch}) is no longer held by {lease.owner}")
+        p = _Pass(lease, state.acked, keys, {})
         if repair:
             self._repair(p)
         if not p.keys:
@@ -79,7 +90,7 @@ class Reconciler:
         self._load_status(p)
         while True:
             plan = make_plan(keys=p.keys, desired=p.desired, status=p.status, acked=p.acked,
-                             refused={k: d for k, (d, _) in p.refused.items()})
+                             refused={k: d for k, (d, _) in p.refused.items()}, deferred=p.deferred)
             if not plan.operations:
                 self._commit(p, self._final(p, plan, drained))
                 break
@@ -94,6 +105,14 @@ class Reconciler:
                     batch_size = max(1, len(chunk) // 2)
                     continue
                 op = chunk[rej.index if rej.index is not None and rej.index < len(chunk) else 0]
+                if rej.parent is not None and self._parent_missing(p, rej.parent):
+                    log.warning("root %s: controller lacks %s %s, which %s %s names: waiting for it", root,
+                                rej.parent[0], rej.parent[1], op.key[0], op.key[1])
+                    continue
+                if rej.children and plan.after[op.key] is None and self._children_leaving(p, op.key, rej):
+                    log.info("root %s: %s %s waits for %d children being deleted elsewhere", root, op.key[0],
+                             op.key[1], len(rej.children))
+                    continue
                 after = plan.after[op.key]
                 p.refused[op.key] = (REFUSED_DELETE if after is None else after, str(rej))
                 log.warning("root %s: controller refused %s %s: %s", root, op.key[0], op.key[1], rej)
@@ -103,6 +122,33 @@ class Reconciler:
                 self._repair(p)
         return Result(more=len(entries) >= self.journal_limit, blocked=len(plan.blocked), pushed=p.pushed,
                       repaired=p.repaired, fixed=p.fixed)
+
+    @staticmethod
+    def _parent_missing(p: _Pass, parent: Key) -> bool:
+        """The controller lacks a parent the store believes it holds: one of another root that drifted
+        (e.g. a wiped controller) and is not repaired yet. Its dependents then wait (blocked) instead of
+        being refused for good; that root's repair (the sweep finds it) releases them. False when the
+        store already knew: then the refusal stands."""
+        s = p.status.get(parent)
+        if s is None or s.pushed is None:
+            return False
+        p.status[parent] = dataclasses.replace(s, pushed=None)  # for this pass only; not committed
+        return True
+
+    def _children_leaving(self, p: _Pass, key: Key, rej: ObjectRejected) -> bool:
+        """A delete refused because children still name the object: if none of them is desired any more
+        (their deletes are on their way, e.g. in another root whose worker has not drained yet), the
+        delete waits (blocked, retried with the root's blocked objects) instead of being refused for good.
+        A child that is still desired makes the refusal stand."""
+        if key in p.deferred:
+            return False
+        with self.engine.connect() as conn:
+            if sync.read_desired(conn, [(k, i) for _, k, i in rej.children]):
+                return False
+        _, kind, oid = rej.children[0]
+        more = f" and {len(rej.children) - 1} more" if len(rej.children) > 1 else ""
+        p.deferred[key] = f"waiting for {kind} {oid}{more} to be deleted from the controller first"
+        return True
 
     def _load_status(self, p: _Pass) -> None:
         with self.engine.connect() as conn:

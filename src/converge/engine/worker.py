@@ -94,8 +94,14 @@ class Worker:
         log.info("worker %s starting", self.id)
         try:
             while not self._stop.is_set():
-                if not self.step():
-                    self._wake.wait(self.config.poll_interval)
+                try:
+                    worked = self.step()
+                    pause = self.config.poll_interval
+                except Exception as err:  # the database (or a bug) failed a whole step: never end the loop
+                    log.warning("worker %s: step failed: %s", self.id, err, exc_info=not isinstance(err, ConvergeError))
+                    worked, pause = False, self.backoff.delay(3)
+                if not worked:
+                    self._wake.wait(pause)
                     self._wake.clear()
         finally:
             self.shutdown()
@@ -134,9 +140,9 @@ class Worker:
         try:
             if now - self._last_maintain >= self.config.lease.renew_every:
                 self._maintain(now)
-            with self.engine.connect() as conn:
+            with db.translated(), self.engine.connect() as conn:
                 pending = sync.pending_roots(conn)
-        except (RaceLost, ConvergeError) as err:
+        except ConvergeError as err:
             log.warning("worker %s: database: %s", self.id, err)
             return False
         wanted = set(pending) | {r for r, t in self.due.items() if t <= now} | self.needs_repair
@@ -241,7 +247,8 @@ class Worker:
         if lease is None:
             return LeaseLost(f"root {root} was given up before its pass started")
         try:
-            return self.reconciler.reconcile(lease, repair=root in self.needs_repair)
+            with db.translated():  # deadlocks and certification failures become RaceLost
+                return self.reconciler.reconcile(lease, repair=root in self.needs_repair)
         except Exception as err:
             return err
 
@@ -253,6 +260,9 @@ class Worker:
         if isinstance(outcome, LeaseLost):
             log.warning("%s", outcome)
             self._forget(root)
+            return False
+        if isinstance(outcome, RaceLost):  # another writer won a row: try again soon, jittered
+            self._failed(root, lease, outcome.delay or self.backoff.jitter(0.5), str(outcome))
             return False
         if isinstance(outcome, TemporaryError):
             self._failed(root, lease, outcome.delay, str(outcome))

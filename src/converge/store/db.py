@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import Double
 
-from converge.core.errors import ConfigurationError, RaceLost
+from converge.core.errors import ConfigurationError, DatabaseUnavailable, RaceLost
 
 # MySQL error codes that mean a concurrent writer won: deadlock, lock wait timeout, Galera conflicts.
 _RACE_CODES = {1213, 1205, 1047, 1180, 4031}
@@ -53,6 +53,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                              isolation_level="READ COMMITTED")
     except (exc.ArgumentError, exc.NoSuchModuleError, ValueError) as err:
         raise ConfigurationError(f"bad database URL: {err}") from None
+    except ImportError as err:  # a dialect whose driver is not installed
+        raise ConfigurationError(f"bad database URL: its driver is not installed ({err})") from None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -75,12 +77,15 @@ def is_race(err: BaseException) -> bool:
 
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Turn driver errors that mean a lost race into :class:`RaceLost`; let the rest through."""
+    """Turn driver errors that mean a lost race into :class:`RaceLost`, and a database that cannot be
+    reached (or refuses the operation) into :class:`DatabaseUnavailable`; let the rest through."""
     try:
         yield
     except exc.DBAPIError as err:
         if is_race(err):
             raise RaceLost(f"database race: {err.orig}") from err
+        if isinstance(err, exc.OperationalError):  # the message is the driver's: it never holds the URL
+            raise DatabaseUnavailable(f"database unavailable: {err.orig}") from err
         raise
 
 

@@ -117,7 +117,8 @@ class FabricClient:
         if resp.status_code in (400, 404, 409, 413, 422):
             index = data.get("index")
             raise ObjectRejected(f"{data.get('error', resp.status_code)}: {data.get('message', resp.text)}",
-                                 index=index if isinstance(index, int) else None, status=resp.status_code)
+                                 index=index if isinstance(index, int) else None, status=resp.status_code,
+                                 parent=_missing_parent(data), children=_children(data))
         raise ProtocolViolation(f"batch on root {root}: unexpected HTTP {resp.status_code} {_message(resp)}")
 
     def root_etag(self, root: RootId) -> int:
@@ -204,6 +205,22 @@ def _json_or_empty(resp: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _missing_parent(data: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The parent a ``409 missing_parent`` names: (kind, id)."""
+    parent = data.get("parent")
+    if data.get("error") != "missing_parent" or not isinstance(parent, dict):
+        return None
+    return (str(parent.get("kind")), str(parent.get("id")))
+
+
+def _children(data: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The children a ``409 has_children`` names: (root, kind, id) each."""
+    children = data.get("children")
+    if data.get("error") != "has_children" or not isinstance(children, list):
+        return ()
+    return tuple((str(c.get("root")), str(c.get("kind")), str(c.get("id"))) for c in children if isinstance(c, dict))
 
 
 def _message(resp: httpx.Response) -> str:

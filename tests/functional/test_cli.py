@@ -1,0 +1,184 @@
+"""The ``converge`` command line as an operator runs it: real subprocesses on a real SQLite store and the
+real controller. Every test also checks that neither controller token ever appears in any output."""
+
+import json
+from pathlib import Path
+
+import pytest
+from engine_support import (
+    assert_converged,
+    change,
+    cli_env,
+    new_store,
+    record,
+    run_cli,
+)
+
+from converge.testing.mariadb import free_port
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.sqlite'}"
+
+
+@pytest.fixture
+def cli(store_url, fabric):
+    """``cli(*args)`` runs ``converge ARGS --db <store>`` against ``fabric``; outputs are checked for tokens."""
+    outputs: list[str] = []
+
+    def run(*args, env=None, db=True):
+        result = run_cli(*args, *(["--db", store_url] if db else []), env=cli_env(fabric) if env is None else env)
+        outputs.append(result.stdout + result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    run.outputs = outputs
+    yield run
+    assert outputs
+    for text in outputs:
+        assert fabric.token not in text and fabric.admin_token not in text, "a token was printed"
+
+
+@pytest.fixture
+def engine(store_url):
+    engine = new_store(store_url)
+    yield engine
+    engine.dispose()
+
+
+def as_json(result):
+    assert result.returncode in (0, 3), (result.returncode, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def test_load_status_journal_sync_run(cli, fabric, engine):
+    loaded = as_json(cli("load", "--changes", "120", "--roots", "3", "--seed", "4", "--json"))
+    assert loaded["changes"] == 120 and loaded["roots"] == 3
+
+    status = as_json(cli("status", "--json"))
+    assert sum(r["pending"] for r in status["roots"]) == 120
+    assert status["settings"]["token"] == "(file)"
+    assert [c["state"] for c in status["controllers"]] == ["up"]
+
+    journal = as_json(cli("journal", "--json", "--limit", "500"))
+    assert len(journal["pending"]) == 120 and journal["problems"] == []
+    first = journal["pending"][0]
+    shown = as_json(cli("journal", "show", first["kind"], first["id"], "--json"))
+    assert shown["desired"]["id"] == first["id"] and shown["journal"][0]["seq"] == first["seq"]
+    assert shown["status"] is None  # nothing synced yet
+
+    missing = cli("journal", "show", "network", "no-such-network")
+    assert missing.returncode == 1 and "no object network no-such-network" in missing.stderr
+    half = cli("journal", "show", "network")
+    assert half.returncode == 2 and "KIND ID" in half.stderr
+
+    synced = cli("sync", "run", "--until-idle", "--timeout", "60", "--log-level", "DEBUG")
+    assert synced.returncode == 0 and "idle" in synced.stdout, synced.stderr
+
+    status = as_json(cli("status", "--json"))
+    assert all(r["pending"] == 0 and r["errors"] == 0 and r["blocked"] == 0 for r in status["roots"])
+    human = cli("status")
+    assert human.returncode == 0 and "converged" in human.stdout and "not converged" not in human.stdout
+    shown = as_json(cli("journal", "show", first["kind"], first["id"], "--json"))
+    assert shown["status"]["state"] == "synced" and shown["journal"] == []
+    assert_converged(engine, fabric)
+
+
+def test_drift_lists_differences_and_repair_fixes_one_root(cli, fabric, engine):
+    assert cli("load", "--changes", "150", "--roots", "3", "--seed", "5", "--json").returncode == 0
+    assert cli("sync", "run", "--until-idle", "--timeout", "60").returncode == 0
+    clean = cli("drift", "--json")
+    assert clean.returncode == 0 and as_json(clean)["differences"] == []
+    assert cli("drift").returncode == 0
+
+    victim = "project-00001"
+    dropped = fabric.admin("POST", "drop", {"count": 2, "root": victim})["objects"]
+    corrupted = fabric.admin("POST", "corrupt", {"count": 1, "root": victim})["objects"]
+    found = cli("drift", "--json")
+    assert found.returncode == 3
+    differences = {(d["root"], d["kind"], d["id"]): d["difference"] for d in as_json(found)["differences"]}
+    assert differences == {**{(o["root"], o["kind"], o["id"]): "missing on controller" for o in dropped},
+                           **{(o["root"], o["kind"], o["id"]): "differs" for o in corrupted}}
+    human = cli("drift")
+    assert human.returncode == 3 and all(o["id"] in human.stdout for o in dropped + corrupted)
+    assert "3 differences" in human.stdout
+
+    fixed = cli("repair", "--root", victim, "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    assert as_json(fixed)["repaired_here"] == {victim: 3}
+    assert cli("drift").returncode == 0
+    assert_converged(engine, fabric)
+
+    unsaid = cli("repair")
+    assert unsaid.returncode == 2 and "--root ROOT" in unsaid.stderr
+
+
+def test_retry_puts_a_refused_object_back(cli, fabric, engine):
+    fabric.admin("PUT", "faults", {"reject_name_pattern": "^bad"})
+    record(engine, [change("p1", "network", "bad-net", name="bad"),
+                    change("p1", "subnet", "sub", network_id="bad-net", cidr="10.0.0.0/24"),
+                    change("p1", "network", "good-net", name="good")])
+    assert cli("sync", "run", "--until-idle", "--timeout", "60").returncode == 0
+    problems = {p["id"]: p for p in as_json(cli("journal", "--json"))["problems"]}
+    assert problems["bad-net"]["state"] == "error" and "reject_name_pattern" in problems["bad-net"]["message"]
+    assert problems["sub"]["state"] == "blocked"
+    table = cli("journal")
+    assert table.returncode == 0 and "bad-net" in table.stdout
+
+    assert as_json(cli("retry", "network/good-net", "--json")) == {"retried": []}  # not refused: nothing
+    fabric.admin("PUT", "faults", {"reject_name_pattern": None})
+    assert as_json(cli("retry", "network/bad-net", "--json")) == {"retried": ["network/bad-net"]}
+    assert cli("sync", "run", "--until-idle", "--timeout", "60").returncode == 0
+    assert as_json(cli("journal", "--json"))["problems"] == []
+    assert_converged(engine, fabric)
+
+    fabric.admin("PUT", "faults", {"reject_name_pattern": "^bad"})
+    record(engine, [change("p1", "network", "bad-net", "update", revision=2, name="bad again")])
+    assert cli("sync", "run", "--until-idle", "--timeout", "60").returncode == 0
+    fabric.admin("PUT", "faults", {"reject_name_pattern": None})
+    by_root = cli("retry", "--root", "p1")
+    assert by_root.returncode == 0 and "1 refused objects put back" in by_root.stdout
+    assert cli("sync", "run", "--until-idle", "--timeout", "60").returncode == 0
+    assert_converged(engine, fabric)
+
+
+def test_bad_input_gets_one_clear_line_and_no_traceback(cli, fabric, tmp_path):
+    no_slash = cli("retry", "foo")
+    assert no_slash.returncode == 2 and "'foo': expected KIND/ID" in no_slash.stderr
+    nothing = cli("retry")
+    assert nothing.returncode == 2 and "say what to retry" in nothing.stderr
+
+    secret = "s3cr3t-db-password"
+    for url in ["nonsense", "foo://bar", f"postgresql://converge:{secret}@127.0.0.1:1/converge",
+                f"mysql+pymysql://converge:{secret}@127.0.0.1:{free_port()}/converge"]:
+        result = cli("status", "--db", url, db=False)
+        assert result.returncode in (1, 2), (url, result.returncode, result.stderr)
+        assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) <= 3, result.stderr
+        assert "database" in result.stderr.lower(), result.stderr
+        assert secret not in result.stdout + result.stderr
+
+    no_token = cli("drift", env=cli_env(CONVERGE_CONTROLLERS=fabric.url))
+    assert no_token.returncode == 2 and "no controller token" in no_token.stderr
+    unreadable = cli("drift", "--token-file", str(tmp_path / "missing"), env=cli_env(CONVERGE_CONTROLLERS=fabric.url))
+    assert unreadable.returncode == 2 and "cannot read token file" in unreadable.stderr
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token-" + "x" * 20)
+    refused = cli("drift", "--token-file", str(wrong), env=cli_env(CONVERGE_CONTROLLERS=fabric.url))
+    assert refused.returncode == 2 and "refused the configured token (401)" in refused.stderr
+    assert "not-the-token" not in refused.stdout + refused.stderr
+    no_url = cli("drift", env=cli_env(CONVERGE_TOKEN_FILE=str(fabric.token_file)))
+    assert no_url.returncode == 2 and "no controller URL" in no_url.stderr
+    bad_url = cli("drift", "--controller", "ftp://example", env=cli_env(CONVERGE_TOKEN_FILE=str(fabric.token_file)))
+    assert bad_url.returncode == 2 and "must start with http://" in bad_url.stderr
+
+
+def test_a_token_from_the_environment_is_used_and_never_shown(cli, fabric, engine):
+    env = cli_env(CONVERGE_CONTROLLERS=fabric.url, CONVERGE_TOKEN=fabric.token)
+    record(engine, [change("p1", "network", "n1", name="n")])
+    assert cli("sync", "run", "--until-idle", "--timeout", "60", "--log-level", "DEBUG", env=env).returncode == 0
+    status = as_json(cli("status", "--json", env=env))
+    assert status["settings"]["token"] == "(env)" and [c["state"] for c in status["controllers"]] == ["up"]
+    assert cli("drift", env=env).returncode == 0
+    assert cli("status", env=env).returncode == 0
+    assert_converged(engine, fabric)
