@@ -99,7 +99,9 @@ def main() -> None:
             if op == "delete":
                 continue
             seen = client.applied.get((kind, oid), [])
-            times = [ts for rev, ts in seen if rev >= int(revision) and ts >= float(t) - 1e-3]
+            # A revision cannot reach the controller before it is committed, so the first apply carrying it
+            # (or a newer one) is the answer; the recorder may note its commit a hair after the worker saw it.
+            times = [ts for rev, ts in seen if rev >= int(revision)]
             if not times:
                 # Deleted before a worker got to it: coalesced away, correctly never sent.
                 coalesced += (kind, oid) in deleted
@@ -109,7 +111,7 @@ def main() -> None:
                         st = sync.read_status(conn, [(kind, oid)]).get((kind, oid))
                     print(f"not seen: {kind} {oid} rev {revision} ({op}); status {st}", file=sys.stderr)
                 continue
-            latencies.append(min(times) - float(t))
+            latencies.append(max(0.0, min(times) - float(t)))
         latencies_ms = [x * 1000 for x in latencies]
         report(f"commit -> controller latency ({args.store})", {
             "rate": f"{args.rate:.0f} changes/s for {args.seconds:.0f} s", "changes recorded": len(commits),

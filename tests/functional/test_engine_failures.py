@@ -258,13 +258,14 @@ def test_a_child_whose_parent_in_another_root_vanished_waits_for_that_roots_repa
 
 def test_deleting_a_parent_and_its_child_in_another_root_together_converges(engine, fabric):
     backend = client(fabric)
-    worker = make_worker(engine, backend, concurrency=1)  # roots in name order: the parent's root first
+    worker = make_worker(engine, backend, concurrency=1)  # roots by oldest change: the parent's root first
     try:
         record(engine, [change("a-admin", "network", "ext", name="public", **{"router:external": True}),
                         change("p1", "router", "r1", name="gw", external_network_id="ext")])
         settle(worker)
-        record(engine, [change("p1", "router", "r1", "delete", revision=2),
-                        change("a-admin", "network", "ext", "delete", revision=2)])
+        # The network's delete is recorded first (as two API servers may commit them), so its root goes first.
+        record(engine, [change("a-admin", "network", "ext", "delete", revision=2),
+                        change("p1", "router", "r1", "delete", revision=2)])
         seq = last_seq(fabric)
         worker.step()
         # a-admin went first: the controller refused the delete (the router in p1 still named the network),

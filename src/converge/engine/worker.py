@@ -154,7 +154,9 @@ class Worker:
             wanted |= {r for r, t in self.recheck.items() if t <= now}
         self._acquire([r for r in wanted if owner(r, self.live) == self.id], now)
         worked = False
-        todo = sorted(r for r in wanted if r in self.held and self.due.get(r, 0.0) <= now)
+        order = {root: i for i, root in enumerate(pending)}  # oldest change first; the rest after
+        todo = sorted((r for r in wanted if r in self.held and self.due.get(r, 0.0) <= now),
+                      key=lambda r: (order.get(r, len(order)), r))
         if self._pool is None:
             for root in todo:
                 self._keep_leases()

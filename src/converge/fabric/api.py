@@ -67,7 +67,7 @@ class Api:
                                   f"{etag(0)})")
             value = decode_json(await read_body(request))
             claimed = count_operations(value)
-            operations = parse_batch(value, max_operations=self.settings.max_operations)
+            operations, lost = self.faults.lose(parse_batch(value, max_operations=self.settings.max_operations))
             result = self.store.apply_batch(root, operations, if_match=if_match, writer=writer,
                                             checks=self.faults.checks())
         except FabricError as exc:
@@ -78,7 +78,7 @@ class Api:
         self.metrics.batch(200, operations=result.applied)
         self.ports.created(result.created_ports)
         tag = etag(result.fingerprint)
-        return json_response({"etag": tag, "applied": result.applied, "objects": result.objects},
+        return json_response({"etag": tag, "applied": result.applied + lost, "objects": result.objects},
                              headers={"ETag": tag})
 
     async def roots(self, request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from converge.fabric import drift
 from converge.fabric.errors import ErrorCode, FabricError, bad_json
 from converge.fabric.events import Broadcaster
 from converge.fabric.httpio import expect_object, json_response, read_json
+from converge.fabric.operations import Operation, Put
 from converge.fabric.state import Store
 from converge.fabric.validate import Checks
 
@@ -48,11 +49,12 @@ class FaultSettings:
     error_status: int = 503
     hang: bool = False
     reject_name_pattern: str | None = None
+    lose_puts: int = 0  # acknowledge this many more puts without applying them (a lying controller)
 
     def to_json(self) -> dict[str, Any]:
         return {"latency_ms": self.latency_ms, "error_rate": self.error_rate,
                 "error_status": self.error_status, "hang": self.hang,
-                "reject_name_pattern": self.reject_name_pattern}
+                "reject_name_pattern": self.reject_name_pattern, "lose_puts": self.lose_puts}
 
 
 class Faults:
@@ -87,6 +89,8 @@ class Faults:
                 if not isinstance(value, bool):
                     raise bad_json("hang must be true or false")
                 changes[name] = value
+            elif name == "lose_puts":
+                changes[name] = _integer(name, value, 0, 1_000_000)
             elif name == "reject_name_pattern":
                 if value is not None and not isinstance(value, str):
                     raise bad_json("reject_name_pattern must be a regular expression or null")
@@ -104,6 +108,18 @@ class Faults:
             self._released.clear()
         else:
             self._released.set()
+
+    def lose(self, operations: list[Operation]) -> tuple[list[Operation], int]:
+        """Silently drop the batch's last put while ``lose_puts`` lasts (the last: it is a leaf, so the rest
+        still applies); the answer then claims it applied and carries the true, unexpected ETag."""
+        if self.settings.lose_puts <= 0:
+            return operations, 0
+        for i in range(len(operations) - 1, -1, -1):
+            if isinstance(operations[i], Put):
+                self.settings = dataclasses.replace(self.settings, lose_puts=self.settings.lose_puts - 1)
+                log.warning("fault: losing put %s/%s", *operations[i].key)
+                return operations[:i] + operations[i + 1:], 1
+        return operations, 0
 
     async def before(self) -> None:
         """Hold, delay or fail one call as the current faults say; return to let it through."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from converge.core import canonical
@@ -111,7 +111,12 @@ def _chunks(keys: Iterable[Key]) -> Iterable[list[Key]]:
 
 
 def pending_roots(conn: Connection, limit: int = 100_000) -> list[RootId]:
-    rows = conn.execute(select(journal.c.root).distinct().limit(limit))
+    """Roots with journal rows, the one with the oldest change first (index-only on (root, seq)).
+
+    Oldest first is fair, and it syncs shared parents (an external network, recorded early) before the
+    roots whose objects name them, which would otherwise wait a pass as blocked."""
+    rows = conn.execute(select(journal.c.root).group_by(journal.c.root)
+                        .order_by(func.min(journal.c.seq)).limit(limit))
     return [RootId(r.root) for r in rows]
 
 
