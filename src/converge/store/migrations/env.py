@@ -4,7 +4,7 @@ branch of ``neutron-db-manage``; the version table is Converge's own so it never
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import create_engine, engine_from_config, pool
 
 from converge.store.schema import metadata
 
@@ -19,8 +19,12 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
-                                poolclass=pool.NullPool)
+    neutron = getattr(config, "neutron_config", None)  # run by neutron-db-manage as a subproject
+    if neutron is not None:
+        engine = create_engine(neutron.database.connection, poolclass=pool.NullPool)
+    else:
+        engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
+                                    poolclass=pool.NullPool)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=metadata, version_table=VERSION_TABLE)
         with context.begin_transaction():

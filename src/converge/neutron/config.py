@@ -1,0 +1,54 @@
+"""The ``[converge]`` options (oslo.config), registered by the driver and listed for
+``oslo-config-generator`` (entry point ``oslo.config.opts`` → ``converge.neutron.config:list_opts``).
+
+The token is a secret option: oslo.config masks it when it logs the configuration.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "converge"
+
+OPTS = [
+    cfg.ListOpt("controller_urls", default=["http://127.0.0.1:8780"],
+                help="Fabric controller URLs, tried in this order (failover)."),
+    cfg.StrOpt("token", secret=True, help="Bearer token for the controller's API."),
+    cfg.StrOpt("token_file", help="File holding the bearer token (used when 'token' is not set)."),
+    cfg.FloatOpt("request_timeout", default=10.0, min=0.1, help="Seconds to wait for a controller answer."),
+    cfg.FloatOpt("connect_timeout", default=2.0, min=0.1, help="Seconds to wait for a TCP connection."),
+    cfg.IntOpt("batch_size", default=500, min=1, help="Operations per batch sent to the controller."),
+    cfg.FloatOpt("lease_duration", default=15.0, min=1.0,
+                 help="Seconds a worker's lease on a project lasts without renewal; renewed every third."),
+    cfg.FloatOpt("sweep_interval", default=5.0, min=0.5,
+                 help="Seconds between comparisons of every project's fingerprint with the controller's."),
+    cfg.FloatOpt("poll_interval", default=0.05, min=0.005,
+                 help="Seconds between journal polls of an idle worker."),
+    cfg.IntOpt("sync_workers", default=1, min=0,
+               help="Sync worker processes neutron-periodic-workers runs (0: run them elsewhere, with "
+                    "'converge sync run --config-file neutron.conf')."),
+    cfg.IntOpt("concurrency", default=4, min=1, help="Projects one worker reconciles at once."),
+    cfg.StrOpt("vif_type", default="ovs", help="vif_type of ports Converge binds."),
+    cfg.DictOpt("vif_details", default={"port_filter": "true"},
+                help="vif_details of ports Converge binds (key:value pairs)."),
+    cfg.ListOpt("bind_network_types", default=["vxlan", "vlan", "flat"],
+                help="Segment types Converge binds ports on."),
+]
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    return [(GROUP, OPTS)]
+
+
+def token(conf: cfg.ConfigOpts) -> str:
+    group = conf[GROUP]
+    if group.token:
+        return str(group.token)
+    if group.token_file:
+        with open(group.token_file) as f:
+            return f.read().strip()
+    raise ValueError("[converge] needs 'token' or 'token_file' to reach the controller")

@@ -1,0 +1,90 @@
+"""The ML2 mechanism driver ``converge`` (entry point ``neutron.ml2.mechanism_drivers``).
+
+Precommit hooks record intent in Neutron's transaction (one desired-row upsert and one journal row per
+change) and do nothing else: no controller I/O ever happens on the API path. Postcommit hooks only wake
+the workers. ``bind_port`` binds vxlan, vlan and flat segments with the configured vif_type and
+vif_details; bound and unbound ports both reach the controller. Every API worker, the periodic-workers
+process and any agent may load this driver: ``initialize`` holds no shared state beyond the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from neutron_lib.plugins.ml2 import api
+from oslo_config import cfg
+
+from converge.core.kinds import Kind
+from converge.neutron import config, recorder, secgroups, translate
+from converge.neutron.worker import SyncWorker
+
+log = logging.getLogger(__name__)
+
+
+class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
+    def initialize(self) -> None:
+        config.register(cfg.CONF)
+        secgroups.subscribe()
+        log.info("converge mechanism driver ready (controllers: %s)", ", ".join(cfg.CONF.converge.controller_urls))
+
+    # -- intent --------------------------------------------------------------------------------------
+    def _put(self, context: Any, kind: Kind, *, created: bool) -> None:
+        current = context.current
+        recorder.record_in(context._plugin_context,
+                           recorder.build(lambda: translate.upsert(kind, current, created=created)))
+
+    def _delete(self, context: Any, kind: Kind) -> None:
+        current = context.current
+        recorder.record_in(context._plugin_context, recorder.build(
+            lambda: translate.delete(kind, current, oid=current["id"], root=translate.root_of(current))))
+
+    def create_network_precommit(self, context: Any) -> None:
+        self._put(context, Kind.NETWORK, created=True)
+
+    def update_network_precommit(self, context: Any) -> None:
+        self._put(context, Kind.NETWORK, created=False)
+
+    def delete_network_precommit(self, context: Any) -> None:
+        self._delete(context, Kind.NETWORK)
+
+    def create_subnet_precommit(self, context: Any) -> None:
+        self._put(context, Kind.SUBNET, created=True)
+
+    def update_subnet_precommit(self, context: Any) -> None:
+        self._put(context, Kind.SUBNET, created=False)
+
+    def delete_subnet_precommit(self, context: Any) -> None:
+        self._delete(context, Kind.SUBNET)
+
+    def create_port_precommit(self, context: Any) -> None:
+        self._put(context, Kind.PORT, created=True)
+
+    def update_port_precommit(self, context: Any) -> None:
+        self._put(context, Kind.PORT, created=False)
+
+    def delete_port_precommit(self, context: Any) -> None:
+        self._delete(context, Kind.PORT)
+
+    # -- after commit: only wake the workers ---------------------------------------------------------
+    def create_network_postcommit(self, context: Any) -> None:
+        recorder.nudge()
+
+    update_network_postcommit = delete_network_postcommit = create_network_postcommit
+    create_subnet_postcommit = update_subnet_postcommit = delete_subnet_postcommit = create_network_postcommit
+    create_port_postcommit = update_port_postcommit = delete_port_postcommit = create_network_postcommit
+
+    # -- binding -------------------------------------------------------------------------------------
+    def bind_port(self, context: Any) -> None:
+        opts = cfg.CONF.converge
+        for segment in context.segments_to_bind:
+            if segment[api.NETWORK_TYPE] in opts.bind_network_types:
+                context.set_binding(segment[api.ID], opts.vif_type, dict(opts.vif_details))
+                return
+        log.debug("converge: no segment of port %s is of a type it binds (%s)", context.current["id"],
+                  ", ".join(opts.bind_network_types))
+
+    # -- workers -------------------------------------------------------------------------------------
+    def get_workers(self) -> list[Any]:
+        """Sync workers for ``neutron-periodic-workers`` (each runs in its own process)."""
+        return [SyncWorker() for _ in range(cfg.CONF.converge.sync_workers)]

@@ -1,0 +1,94 @@
+"""Neutron resource dicts → Converge changes (pure; unit-tested without Neutron).
+
+Which fields travel: what a controller needs to realise the resource — identity, references, addressing,
+admin state, binding, security. Volatile bookkeeping (status, timestamps, revision_number, tenant_id,
+tags) stays out, so the fingerprint changes only when the network does; ``revision_number`` becomes the
+object's revision, which guards the store against an older write landing late.
+
+Values without a canonical JSON form (a float in ``binding:profile``, say) are carried as strings rather
+than failing the user's API call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from converge.core.kinds import Kind
+from converge.store.intent import Change
+from converge.store.schema import JournalOp
+
+FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.NETWORK: ("name", "description", "admin_state_up", "mtu", "shared", "router:external",
+                   "provider:network_type", "provider:physical_network", "provider:segmentation_id",
+                   "port_security_enabled", "availability_zone_hints", "qos_policy_id", "vlan_transparent",
+                   "dns_domain"),
+    Kind.SUBNET: ("name", "description", "network_id", "cidr", "ip_version", "gateway_ip", "enable_dhcp",
+                  "allocation_pools", "dns_nameservers", "host_routes", "ipv6_ra_mode", "ipv6_address_mode",
+                  "subnetpool_id", "segment_id", "service_types"),
+    Kind.PORT: ("name", "description", "network_id", "mac_address", "fixed_ips", "admin_state_up",
+                "device_owner", "device_id", "security_groups", "binding:host_id", "binding:vif_type",
+                "binding:vnic_type", "binding:profile", "port_security_enabled", "allowed_address_pairs",
+                "extra_dhcp_opts", "qos_policy_id", "dns_name"),
+    Kind.SECURITY_GROUP: ("name", "description", "stateful"),
+    Kind.SECURITY_GROUP_RULE: ("security_group_id", "direction", "ethertype", "protocol", "port_range_min",
+                               "port_range_max", "remote_ip_prefix", "remote_group_id",
+                               "remote_address_group_id", "description"),
+    Kind.ROUTER: ("name", "description", "admin_state_up", "distributed", "ha", "external_network_id",
+                  "external_fixed_ips", "enable_snat", "routes", "availability_zone_hints"),
+    Kind.ROUTER_INTERFACE: ("router_id", "subnet_id", "port_id"),
+    Kind.FLOATING_IP: ("floating_network_id", "floating_ip_address", "port_id", "fixed_ip_address", "router_id",
+                       "description", "qos_policy_id"),
+}
+
+
+def plain(value: Any) -> Any:
+    """A JSON value with a canonical form: floats become strings, keys strings."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def root_of(resource: Mapping[str, Any]) -> str:
+    return str(resource.get("project_id") or resource.get("tenant_id") or "")
+
+
+def attributes(kind: Kind, resource: Mapping[str, Any]) -> dict[str, Any]:
+    out = {f: plain(resource[f]) for f in FIELDS[kind] if f in resource}
+    if kind is Kind.ROUTER:
+        gateway = resource.get("external_gateway_info") or {}
+        out["external_network_id"] = gateway.get("network_id")
+        out["enable_snat"] = gateway.get("enable_snat")
+        out["external_fixed_ips"] = plain(gateway.get("external_fixed_ips") or [])
+    if kind is Kind.PORT and "security_groups" in out:
+        out["security_groups"] = sorted(out["security_groups"] or [])
+    return out
+
+
+def upsert(kind: Kind, resource: Mapping[str, Any], *, created: bool) -> Change:
+    return Change.build(root=root_of(resource), kind_=kind.value, id_=resource["id"],
+                        op=(JournalOp.CREATE if created else JournalOp.UPDATE).value,
+                        attributes=attributes(kind, resource), revision=int(resource.get("revision_number") or 0))
+
+
+def delete(kind: Kind, resource: Mapping[str, Any] | None, *, oid: str, root: str) -> Change:
+    revision = int((resource or {}).get("revision_number") or 0)
+    return Change.build(root=root_of(resource) if resource else root, kind_=kind.value, id_=oid,
+                        op=JournalOp.DELETE.value, revision=revision)
+
+
+def security_group_changes(group: Mapping[str, Any], *, created: bool) -> list[Change]:
+    """A security group and the rules Neutron created with it (its default rules come this way)."""
+    changes = [upsert(Kind.SECURITY_GROUP, group, created=created)]
+    if created:
+        changes += [upsert(Kind.SECURITY_GROUP_RULE, rule, created=True)
+                    for rule in group.get("security_group_rules") or ()]
+    return changes
+
+
+def keys(changes: Iterable[Change]) -> list[tuple[str, str]]:
+    return [(c.kind.value, c.id) for c in changes]

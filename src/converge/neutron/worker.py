@@ -1,0 +1,60 @@
+"""The sync worker as Neutron runs it: ``get_workers()`` hands these to ``neutron-periodic-workers``, which
+starts each in its own process. It runs the engine's :class:`~converge.engine.worker.Worker` in a thread
+against Neutron's own database (the converge tables live there) and the ``[converge]`` controllers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from neutron_lib import worker as neutron_worker
+from oslo_config import cfg
+
+from converge.backends.fabric import FabricClient
+from converge.engine.worker import Worker, WorkerConfig
+from converge.neutron import config
+from converge.store import db, leases
+from converge.store.leases import LeaseTiming
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(conf: cfg.ConfigOpts) -> Worker:
+    """An engine worker configured from Neutron's configuration (also used by the standalone agent)."""
+    config.register(conf)
+    opts = conf.converge
+    worker_id = leases.new_worker_id()
+    backend = FabricClient(list(opts.controller_urls), config.token(conf), timeout=opts.request_timeout,
+                           connect_timeout=opts.connect_timeout, writer=worker_id)
+    d = opts.lease_duration
+    settings = WorkerConfig(poll_interval=opts.poll_interval, sweep_interval=opts.sweep_interval,
+                            batch_size=opts.batch_size, concurrency=opts.concurrency,
+                            lease=LeaseTiming(duration=d, renew_every=d / 3, renew_deadline=d * 2 / 3))
+    return Worker(db.make_engine(conf.database.connection), backend, settings, worker_id=worker_id)
+
+
+class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__(worker_process_count=1, desc="converge sync worker")
+        self._worker: Worker | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, **kwargs: Any) -> None:
+        super().start(**kwargs)
+        self._worker = build_worker(cfg.CONF)
+        self._thread = threading.Thread(target=self._worker.run, name="converge-sync", daemon=True)
+        self._thread.start()
+        log.info("converge sync worker %s started", self._worker.id)
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def reset(self) -> None:
+        pass

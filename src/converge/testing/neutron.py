@@ -1,0 +1,264 @@
+"""The real Neutron API in child processes, for integration tests: MariaDB, neutron-db-manage, uWSGI.
+
+Why: the Converge ML2 driver runs inside Neutron's processes (every uWSGI worker and the periodic-workers
+master call its ``initialize()``), so it has to be tested there, not against a stub. :class:`NeutronStack`
+writes ``neutron.conf`` and ``ml2_conf.ini`` into ``workdir`` (noauth, ``fake://`` messaging, no Nova),
+migrates a fresh database, serves ``neutron.wsgi.api:application`` under uWSGI on a free loopback port and
+runs ``neutron-periodic-workers``; every process is stopped by its PID. Called by the functional tests
+(``tests/functional/test_neutron_harness.py``) and, later, the driver's end-to-end tests and benchmarks.
+With ``auth_strategy = noauth`` every POST must carry ``project_id`` (else 400): see :func:`owned`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from converge.testing.mariadb import MariaDB, free_port
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+Sections = Mapping[str, Mapping[str, object]]
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+BIN = Path(sys.executable).parent  # the virtualenv's bin: uwsgi, neutron-db-manage, neutron-periodic-workers
+PROJECT_ID = "converge-test-project"
+
+
+def owned(project_id: str = PROJECT_ID, **attributes: Any) -> dict[str, Any]:
+    """Keyword arguments for an openstacksdk create call that carry the ``project_id`` noauth demands."""
+    return {"project_id": project_id, **attributes}
+
+
+def render_ini(sections: Sections) -> str:
+    """An oslo.config file: lists become comma-separated, booleans ``True``/``False``."""
+    out: list[str] = []
+    for name, options in sections.items():
+        out.append(f"[{name}]")
+        for key, value in options.items():
+            text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            out.append(f"{key} = {text}")
+        out.append("")
+    return "\n".join(out)
+
+
+def merge(base: Sections, extra: Sections) -> dict[str, dict[str, object]]:
+    merged = {name: dict(options) for name, options in base.items()}
+    for name, options in extra.items():
+        merged.setdefault(name, {}).update(options)
+    return merged
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT) -> int | None:
+    """SIGTERM the PID, wait, SIGKILL after ``timeout``; the exit code, or None if it was not running."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no {path.name})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class NeutronStartError(RuntimeError):
+    """A step of the start-up failed; the message ends with the relevant log tail."""
+
+
+class NeutronStack:
+    """MariaDB + migrated schema + the API under uWSGI + periodic workers; a context manager."""
+
+    def __init__(self, workdir: Path, *, mechanism_drivers: Sequence[str] = ("logger",),
+                 service_plugins: Sequence[str] = (), config: Sections | None = None,
+                 ml2_config: Sections | None = None, processes: int = 2, threads: int = 1,
+                 periodic_workers: bool = True, mariadb: MariaDB | None = None,
+                 database: str | None = None, debug: bool = False) -> None:
+        self.workdir = Path(workdir)
+        self.mechanism_drivers = list(mechanism_drivers)
+        self.service_plugins = list(service_plugins)
+        self.extra_config = config or {}
+        self.extra_ml2_config = ml2_config or {}
+        self.processes, self.threads = processes, threads
+        self.periodic_workers = periodic_workers
+        self.debug = debug
+        self._own_mariadb = mariadb is None
+        self.mariadb = mariadb or MariaDB(self.workdir / "mariadb", durable=False)
+        self.database = database or f"neutron_{secrets.token_hex(4)}"
+        self.neutron_conf = self.workdir / "neutron.conf"
+        self.ml2_conf = self.workdir / "ml2_conf.ini"
+        self.uwsgi_ini = self.workdir / "uwsgi.ini"
+        self.api_log = self.workdir / "neutron-api.log"
+        self.periodic_log = self.workdir / "neutron-periodic.log"
+        self.db_manage_log = self.workdir / "neutron-db-manage.log"
+        self.port = 0  # chosen on the first start, then kept by restart_api()
+        self.db_url = ""
+        self._api: subprocess.Popen[bytes] | None = None
+        self._periodic: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the Neutron API has not been started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_files(self) -> list[Path]:
+        return [self.neutron_conf, self.ml2_conf]
+
+    def config_args(self) -> list[str]:
+        return [arg for path in self.config_files for arg in ("--config-file", str(path))]
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> NeutronStack:
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if self._own_mariadb:
+                self.mariadb.start()
+            self.db_url = self.mariadb.create_database(self.database)
+            self.write_config()
+            self.migrate()
+            self.start_api()
+            if self.periodic_workers:
+                self.start_periodic_workers()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def write_config(self) -> None:
+        state = self.workdir / "state"
+        (state / "lock").mkdir(parents=True, exist_ok=True)
+        paste = self.workdir / "api-paste.ini"
+        shutil.copyfile(Path(sys.prefix) / "etc" / "neutron" / "api-paste.ini", paste)
+        neutron: Sections = {
+            "DEFAULT": {
+                "core_plugin": "ml2", "service_plugins": self.service_plugins, "auth_strategy": "noauth",
+                "transport_url": "fake://", "api_workers": self.processes, "rpc_workers": 0,
+                "rpc_state_report_workers": 0, "api_paste_config": paste, "state_path": state,
+                "notify_nova_on_port_status_changes": False, "notify_nova_on_port_data_changes": False,
+                "debug": self.debug, "use_stderr": True,
+            },
+            "database": {"connection": self.db_url},
+            "oslo_concurrency": {"lock_path": state / "lock"},
+            "oslo_messaging_notifications": {"driver": "noop"},
+        }
+        ml2: Sections = {
+            "ml2": {"type_drivers": "flat,vlan,vxlan", "tenant_network_types": "vxlan",
+                    "mechanism_drivers": self.mechanism_drivers, "extension_drivers": "port_security"},
+            "ml2_type_vxlan": {"vni_ranges": "1:1000"},
+            "ml2_type_flat": {"flat_networks": "*"},
+            "ml2_type_vlan": {"network_vlan_ranges": "physnet1:100:200"},
+        }
+        self.neutron_conf.write_text(render_ini(merge(neutron, self.extra_config)))
+        self.ml2_conf.write_text(render_ini(merge(ml2, self.extra_ml2_config)))
+
+    def migrate(self) -> None:
+        with open(self.db_manage_log, "ab") as log:
+            done = subprocess.run([str(BIN / "neutron-db-manage"), *self.config_args(), "upgrade", "heads"],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+        if done.returncode != 0:
+            raise NeutronStartError(f"neutron-db-manage exited with {done.returncode}\n{tail(self.db_manage_log)}")
+
+    def start_api(self) -> None:
+        self.port = self.port or free_port()
+        self.uwsgi_ini.write_text(render_ini({"uwsgi": {
+            "module": "neutron.wsgi.api:application", "http-socket": f"127.0.0.1:{self.port}",
+            "home": sys.prefix, "master": "true", "processes": self.processes, "threads": self.threads,
+            "enable-threads": "true", "lazy-apps": "true", "die-on-term": "true", "thunder-lock": "true",
+            "buffer-size": 65535, "need-app": "true", "no-orphans": "true",
+            # http-socket closes the connection after each answer without saying so: a client that reuses
+            # it (openstacksdk's pooled session does) gets "Connection reset by peer" now and then.
+            "add-header": "Connection: close",
+        }}))
+        env = os.environ | {"OS_NEUTRON_CONFIG_DIR": str(self.workdir),
+                            "OS_NEUTRON_CONFIG_FILES": ";".join(p.name for p in self.config_files)}
+        with open(self.api_log, "ab") as log:
+            self._api = subprocess.Popen([str(BIN / "uwsgi"), "--ini", str(self.uwsgi_ini)], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self._wait_api()
+
+    def _wait_api(self) -> None:
+        assert self._api is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._api.poll() is not None:
+                raise NeutronStartError(f"uWSGI exited with {self._api.returncode}\n{self.api_log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/v2.0/networks", timeout=5.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise NeutronStartError(f"GET /v2.0/networks not 200 within {START_TIMEOUT:.0f} s\n{self.api_log_tail()}")
+
+    def start_periodic_workers(self) -> None:
+        with open(self.periodic_log, "ab") as log:
+            self._periodic = subprocess.Popen([str(BIN / "neutron-periodic-workers"), *self.config_args()],
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
+
+    def restart_api(self) -> None:
+        """Stop the uWSGI master and start it again on the same port and database."""
+        stop_process(self._api)
+        self._api = None
+        self.start_api()
+
+    def stop(self) -> None:
+        """uWSGI master first, then the periodic workers, then MariaDB if this stack started it."""
+        api, self._api = self._api, None
+        periodic, self._periodic = self._periodic, None
+        stop_process(api)
+        stop_process(periodic)
+        if self._own_mariadb:
+            self.mariadb.stop()
+
+    def running(self) -> dict[str, bool]:
+        return {name: process is not None and process.poll() is None
+                for name, process in (("api", self._api), ("periodic", self._periodic))}
+
+    def __enter__(self) -> NeutronStack:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- clients and logs -----------------------------------------------------------------------------
+
+    def connection(self) -> Connection:
+        """An openstacksdk connection whose network proxy talks to :attr:`url` without a catalog."""
+        import openstack  # noqa: PLC0415 - only the callers that drive Neutron pay for the import
+
+        return openstack.connect(auth_type="none", auth={"endpoint": self.url},
+                                 network_endpoint_override=self.url)
+
+    def api_log_tail(self, lines: int = 40) -> str:
+        return tail(self.api_log, lines)
+
+    def periodic_log_tail(self, lines: int = 40) -> str:
+        return tail(self.periodic_log, lines)
