@@ -50,7 +50,9 @@ def attach(model: Any, kind: Kind) -> None:
     if "converge_desired" in model.__mapper__.relationships:
         return
     for name, target, table in (("converge_desired", DesiredRow, desired), ("converge_status", StatusRow, status)):
-        join = and_(orm.foreign(table.c.id) == model.__table__.c.id, table.c.kind == kind.value)
+        # Declared many-to-one (the model's id "refers" to the row): neutron-lib gives every one-to-many
+        # relationship on its models a generated backref, which cannot work for a join without foreign keys.
+        join = and_(orm.foreign(model.__table__.c.id) == table.c.id, table.c.kind == kind.value)
         model.__mapper__.add_property(name, orm.relationship(target, primaryjoin=join, viewonly=True,
                                                              uselist=False, lazy="selectin"))
 

@@ -6,11 +6,13 @@ writes ``neutron.conf`` and ``ml2_conf.ini`` into ``workdir`` (noauth, ``fake://
 migrates a fresh database, serves ``neutron.wsgi.api:application`` under uWSGI on a free loopback port and
 runs ``neutron-periodic-workers``; every process is stopped by its PID. Called by the functional tests
 (``tests/functional/test_neutron_harness.py``) and, later, the driver's end-to-end tests and benchmarks.
-With ``auth_strategy = noauth`` every POST must carry ``project_id`` (else 400): see :func:`owned`.
+With ``auth_strategy = noauth`` every request runs as admin of the project ``fake_project_id``: a POST
+without ``project_id`` creates a resource owned by that project, so tests pass it (see :func:`owned`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,9 @@ PROJECT_ID = "converge-test-project"
 
 
 def owned(project_id: str = PROJECT_ID, **attributes: Any) -> dict[str, Any]:
-    """Keyword arguments for an openstacksdk create call that carry the ``project_id`` noauth demands."""
+    """Attributes for a create call (openstacksdk keywords or a JSON body) owned by ``project_id``.
+
+    Under noauth the caller is admin of ``fake_project_id``; without ``project_id`` everything lands there."""
     return {"project_id": project_id, **attributes}
 
 
@@ -63,7 +67,10 @@ def merge(base: Sections, extra: Sections) -> dict[str, dict[str, object]]:
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT) -> int | None:
-    """SIGTERM the PID, wait, SIGKILL after ``timeout``; the exit code, or None if it was not running."""
+    """SIGTERM the PID, wait, then SIGKILL after ``timeout``; the exit code, or None if it was not running.
+
+    The SIGKILL goes to the process group the child leads (started with ``start_new_session``, so its id is
+    the child's PID): a master killed outright leaves no workers behind."""
     if process is None:
         return None
     if process.poll() is None:
@@ -71,7 +78,8 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = STOP_
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return process.returncode
 
@@ -113,10 +121,12 @@ class NeutronStack:
         self.api_log = self.workdir / "neutron-api.log"
         self.periodic_log = self.workdir / "neutron-periodic.log"
         self.db_manage_log = self.workdir / "neutron-db-manage.log"
+        self._api_log_offset = 0
         self.port = 0  # chosen on the first start, then kept by restart_api()
         self.db_url = ""
         self._api: subprocess.Popen[bytes] | None = None
         self._periodic: subprocess.Popen[bytes] | None = None
+        self.timings: dict[str, float] = {}  # seconds per start-up step: mariadb, migrate, api
 
     @property
     def url(self) -> str:
@@ -134,20 +144,26 @@ class NeutronStack:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> NeutronStack:
+        """Run every step in order, noting its duration in :attr:`timings`; on any failure stop what started."""
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             if self._own_mariadb:
-                self.mariadb.start()
+                self._timed("mariadb", self.mariadb.start)
             self.db_url = self.mariadb.create_database(self.database)
             self.write_config()
-            self.migrate()
-            self.start_api()
+            self._timed("migrate", self.migrate)
+            self._timed("api", self.start_api)
             if self.periodic_workers:
                 self.start_periodic_workers()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _timed(self, step: str, action: Callable[[], None]) -> None:
+        began = time.monotonic()
+        action()
+        self.timings[step] = time.monotonic() - began
 
     def write_config(self) -> None:
         state = self.workdir / "state"
@@ -167,7 +183,7 @@ class NeutronStack:
             "oslo_messaging_notifications": {"driver": "noop"},
         }
         ml2: Sections = {
-            "ml2": {"type_drivers": "flat,vlan,vxlan", "tenant_network_types": "vxlan",
+            "ml2": {"type_drivers": "flat,vlan,vxlan", "project_network_types": "vxlan",
                     "mechanism_drivers": self.mechanism_drivers, "extension_drivers": "port_security"},
             "ml2_type_vxlan": {"vni_ranges": "1:1000"},
             "ml2_type_flat": {"flat_networks": "*"},
@@ -179,9 +195,16 @@ class NeutronStack:
     def migrate(self) -> None:
         with open(self.db_manage_log, "ab") as log:
             done = subprocess.run([str(BIN / "neutron-db-manage"), *self.config_args(), "upgrade", "heads"],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+                                  env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=300)
         if done.returncode != 0:
             raise NeutronStartError(f"neutron-db-manage exited with {done.returncode}\n{tail(self.db_manage_log)}")
+
+    def env(self) -> dict[str, str]:
+        """The environment of the stack's processes. stevedore caches entry points per sys.path under
+        XDG_CACHE_HOME and can miss a driver installed since (seen: an extension driver "could not load"
+        in neutron-periodic-workers only): a cache of the stack's own is always fresh."""
+        return os.environ | {"XDG_CACHE_HOME": str(self.workdir / "cache")}
 
     def start_api(self) -> None:
         self.port = self.port or free_port()
@@ -189,13 +212,14 @@ class NeutronStack:
             "module": "neutron.wsgi.api:application", "http-socket": f"127.0.0.1:{self.port}",
             "home": sys.prefix, "master": "true", "processes": self.processes, "threads": self.threads,
             "enable-threads": "true", "lazy-apps": "true", "die-on-term": "true", "thunder-lock": "true",
-            "buffer-size": 65535, "need-app": "true", "no-orphans": "true",
+            "buffer-size": 65535, "need-app": "true", "no-orphans": "true", "skip-atexit": "true",
             # http-socket closes the connection after each answer without saying so: a client that reuses
             # it (openstacksdk's pooled session does) gets "Connection reset by peer" now and then.
             "add-header": "Connection: close",
         }}))
-        env = os.environ | {"OS_NEUTRON_CONFIG_DIR": str(self.workdir),
+        env = self.env() | {"OS_NEUTRON_CONFIG_DIR": str(self.workdir),
                             "OS_NEUTRON_CONFIG_FILES": ";".join(p.name for p in self.config_files)}
+        self._api_log_offset = self.api_log.stat().st_size if self.api_log.exists() else 0
         with open(self.api_log, "ab") as log:
             self._api = subprocess.Popen([str(BIN / "uwsgi"), "--ini", str(self.uwsgi_ini)], env=env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -203,24 +227,35 @@ class NeutronStack:
         self._wait_api()
 
     def _wait_api(self) -> None:
+        """Until GET /v2.0/networks answers 200 and every worker has loaded the app: with lazy-apps each
+        worker loads it (and the ML2 drivers) itself, so one 200 proves only one worker is up."""
         assert self._api is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._api.poll() is not None:
                 raise NeutronStartError(f"uWSGI exited with {self._api.returncode}\n{self.api_log_tail()}")
+            log = self._api_log_since_start()
+            if b"DAMN ! worker" in log:  # the master would respawn a worker that cannot load the app forever
+                raise NeutronStartError(f"a uWSGI worker died while loading Neutron\n{self.api_log_tail()}")
             try:
-                if httpx.get(f"{self.url}/v2.0/networks", timeout=5.0).status_code == 200:
+                answer = httpx.get(f"{self.url}/v2.0/networks", timeout=5.0)
+                if answer.status_code == 200 and log.count(b"(default app)") >= self.processes:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         raise NeutronStartError(f"GET /v2.0/networks not 200 within {START_TIMEOUT:.0f} s\n{self.api_log_tail()}")
 
+    def _api_log_since_start(self) -> bytes:
+        with open(self.api_log, "rb") as log:
+            log.seek(self._api_log_offset)
+            return log.read()
+
     def start_periodic_workers(self) -> None:
         with open(self.periodic_log, "ab") as log:
             self._periodic = subprocess.Popen([str(BIN / "neutron-periodic-workers"), *self.config_args()],
-                                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True)
+                                              env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
 
     def restart_api(self) -> None:
         """Stop the uWSGI master and start it again on the same port and database."""
@@ -254,8 +289,10 @@ class NeutronStack:
         """An openstacksdk connection whose network proxy talks to :attr:`url` without a catalog."""
         import openstack  # noqa: PLC0415 - only the callers that drive Neutron pay for the import
 
+        # The "none" auth plugin answers its endpoint for every service, so no catalog is needed; the
+        # caller's clouds.yaml and OS_* variables must not leak in.
         return openstack.connect(auth_type="none", auth={"endpoint": self.url},
-                                 network_endpoint_override=self.url)
+                                 load_yaml_config=False, load_envvars=False)
 
     def api_log_tail(self, lines: int = 40) -> str:
         return tail(self.api_log, lines)
