@@ -6,7 +6,6 @@ L3 service plugin) on the session's MariaDB. Timings go to stdout (``pytest -s``
 
 from __future__ import annotations
 
-import shutil
 import socket
 import statistics
 import time
@@ -16,18 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from converge.testing.mariadb import MariaDB
-
-pytest.importorskip("neutron")
-pytest.importorskip("openstack")
+# No skips: scripts/setup installs Neutron, openstacksdk and uWSGI, so their absence is a failure to see.
 from openstack import exceptions  # noqa: E402
 from openstack.connection import Connection  # noqa: E402
 
-from converge.testing.neutron import BIN, NeutronStack, NeutronStartError, owned  # noqa: E402
+from converge.testing.mariadb import MariaDB
+from converge.testing.neutron import NeutronStack, NeutronStartError, owned  # noqa: E402
 
 pytestmark = [
     pytest.mark.neutron,
-    pytest.mark.skipif(shutil.which("uwsgi", path=str(BIN)) is None, reason="uWSGI is not installed"),
     # openstacksdk 4.x warns about its own internals on every call.
     pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
     pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),

@@ -2,8 +2,13 @@
 
 Which fields travel: what a controller needs to realise the resource — identity, references, addressing,
 admin state, binding, security. Volatile bookkeeping (status, timestamps, revision_number, tenant_id,
-tags) stays out, so the fingerprint changes only when the network does; ``revision_number`` becomes the
-object's revision, which guards the store against an older write landing late.
+tags) stays out, so the fingerprint changes only when the network does. Fields an extension adds only
+after the precommit hooks (``extra_dhcp_opts``) stay out too: intent must not depend on which hook saw it.
+
+``revision_number`` as the precommit hook sees it (before this transaction's own bump) becomes the
+object's revision: it only orders writes (an older write landing late never replaces a newer desired
+state). It is not Neutron's final number, which also moves when a child changes (a rule bumps its
+group), with nothing for the controller to do.
 
 Values without a canonical JSON form (a float in ``binding:profile``, say) are carried as strings rather
 than failing the user's API call.
@@ -29,7 +34,7 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.PORT: ("name", "description", "network_id", "mac_address", "fixed_ips", "admin_state_up",
                 "device_owner", "device_id", "security_groups", "binding:host_id", "binding:vif_type",
                 "binding:vnic_type", "binding:profile", "port_security_enabled", "allowed_address_pairs",
-                "extra_dhcp_opts", "qos_policy_id", "dns_name"),
+                "qos_policy_id", "dns_name"),
     Kind.SECURITY_GROUP: ("name", "description", "stateful"),
     Kind.SECURITY_GROUP_RULE: ("security_group_id", "direction", "ethertype", "protocol", "port_range_min",
                                "port_range_max", "remote_ip_prefix", "remote_group_id",
@@ -57,8 +62,16 @@ def root_of(resource: Mapping[str, Any]) -> str:
     return str(resource.get("project_id") or resource.get("tenant_id") or "")
 
 
+# Standard attributes some hooks see before Neutron fills them in (a port's create precommit has no
+# description): absent means Neutron's default, so intent does not depend on which hook saw the resource.
+DEFAULTS: dict[str, Any] = {"description": ""}
+
+
 def attributes(kind: Kind, resource: Mapping[str, Any]) -> dict[str, Any]:
     out = {f: plain(resource[f]) for f in FIELDS[kind] if f in resource}
+    for field, default in DEFAULTS.items():
+        if field in FIELDS[kind]:
+            out.setdefault(field, default)
     if kind is Kind.ROUTER:
         gateway = resource.get("external_gateway_info") or {}
         out["external_network_id"] = gateway.get("network_id")

@@ -1,0 +1,155 @@
+"""Converge loaded by the real Neutron API (uWSGI, ML2, noauth) and driven through openstacksdk like a
+cloud user: the controller converges to exactly Neutron's state, and ``converge:sync_state`` says so.
+
+One stack per module: MariaDB, ``neutron-db-manage upgrade heads`` (Converge's branch included), the API
+with ``mechanism_drivers = converge`` and ``extension_drivers = port_security,converge``, and
+``neutron-periodic-workers`` running Converge's sync worker against a fabric controller process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from openstack.connection import Connection
+
+from converge.core.kinds import Kind
+from converge.neutron import translate
+from converge.testing.fabric import FabricProcess
+from converge.testing.mariadb import MariaDB
+from converge.testing.neutron import NeutronStack, owned
+
+pytestmark = [
+    pytest.mark.neutron,
+    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
+    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
+    pytest.mark.filterwarnings("ignore:Support for InfluxDB requires"),
+]
+
+COLLECTIONS = {Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
+               Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules"}
+DEADLINE = 60.0
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
+    with FabricProcess(tmp_path_factory.mktemp("fabric"), faults=True, port_up_delay=0.2) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: FabricProcess
+          ) -> Iterator[NeutronStack]:
+    converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2,
+                "poll_interval": 0.05}
+    with NeutronStack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, mechanism_drivers=["converge"],
+                      config={"converge": converge},
+                      ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def cloud(stack: NeutronStack) -> Connection:
+    return stack.connection()
+
+
+def neutron_state(cloud: Connection, project: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """What Neutron holds for a project, as Converge should have sent it: (kind, id) → attributes."""
+    out = {}
+    for kind, collection in COLLECTIONS.items():
+        for item in cloud.network.get(f"/{collection}?project_id={project}").json()[collection]:
+            out[(kind.value, item["id"])] = translate.attributes(kind, item)
+            REVISIONS[(kind.value, item["id"])] = int(item.get("revision_number") or 0)
+    return out
+
+
+REVISIONS: dict[tuple[str, str], int] = {}
+
+
+def controller_state(fabric: FabricProcess, project: str) -> dict[tuple[str, str], dict[str, Any]]:
+    objects = fabric.objects(project)
+    for o in objects:  # the revision orders writes; it never runs ahead of Neutron's own number
+        assert o["revision"] <= REVISIONS.get((o["kind"], o["id"]), o["revision"])
+    return {(o["kind"], o["id"]): o["attributes"] for o in objects}
+
+
+def wait_converged(cloud: Connection, fabric: FabricProcess, project: str) -> dict[tuple[str, str], Any]:
+    end = time.monotonic() + DEADLINE
+    while True:
+        want, have = neutron_state(cloud, project), controller_state(fabric, project)
+        if want == have:
+            return want
+        if time.monotonic() > end:
+            missing = sorted(set(want) - set(have))[:5]
+            extra = sorted(set(have) - set(want))[:5]
+            differ = [k for k in set(want) & set(have) if want[k] != have[k]][:3]
+            pytest.fail(f"not converged after {DEADLINE:.0f} s: missing {missing}, extra {extra}, "
+                        f"differing {[(k, want[k], have[k]) for k in differ]}")
+        time.sleep(0.2)
+
+
+def sync_states(cloud: Connection, collection: str, project: str) -> dict[str, tuple[str, str | None]]:
+    items = cloud.network.get(f"/{collection}?project_id={project}").json()[collection]
+    return {i["id"]: (i["converge:sync_state"], i["converge:sync_error"]) for i in items}
+
+
+def test_networks_subnets_ports_and_security_groups_converge_and_read_synced(cloud, fabric):
+    project = "p-basic"
+    net = cloud.network.create_network(**owned(project, name="blue"))
+    sub = cloud.network.create_subnet(**owned(project, network_id=net.id, cidr="10.1.0.0/24", ip_version=4))
+    bound = cloud.network.create_port(**owned(project, network_id=net.id, name="vm-1",
+                                              binding_host_id="compute-1"))
+    unbound = cloud.network.create_port(**owned(project, network_id=net.id, name="spare"))
+    group = cloud.network.create_security_group(**owned(project, name="web"))
+    rule = cloud.network.create_security_group_rule(**owned(
+        project, security_group_id=group.id, direction="ingress", ethertype="IPv4", protocol="tcp",
+        port_range_min=443, port_range_max=443, remote_ip_prefix="0.0.0.0/0"))
+    cloud.network.update_port(bound, name="vm-1-renamed", security_group_ids=[group.id])
+    cloud.network.update_network(net, description="updated")
+
+    state = wait_converged(cloud, fabric, project)
+    assert {("network", net.id), ("subnet", sub.id), ("port", bound.id), ("port", unbound.id),
+            ("security_group", group.id), ("security_group_rule", rule.id)} <= set(state)
+    assert state[("port", bound.id)]["binding:vif_type"] == "ovs"  # bound by converge
+    assert state[("port", unbound.id)]["binding:vif_type"] == "unbound"  # and unbound ones travel too
+    assert state[("port", bound.id)]["security_groups"] == [group.id]
+    for collection in ("networks", "subnets", "ports", "security_groups"):
+        assert set(v[0] for v in sync_states(cloud, collection, project).values()) == {"synced"}, collection
+
+    cloud.network.delete_security_group_rule(rule)
+    cloud.network.delete_port(unbound)
+    cloud.network.update_port(bound, security_group_ids=[])
+    cloud.network.delete_security_group(group)
+    state = wait_converged(cloud, fabric, project)
+    assert ("security_group", group.id) not in state and ("port", unbound.id) not in state
+
+    cloud.network.delete_port(bound)
+    cloud.network.delete_subnet(sub)
+    cloud.network.delete_network(net)
+    state = wait_converged(cloud, fabric, project)
+    assert not [k for k in state if k[0] in ("network", "subnet", "port")]
+
+
+def test_an_object_the_controller_refuses_shows_error_with_its_message_while_the_rest_syncs(cloud, fabric):
+    project = "p-refused"
+    fabric.admin("PUT", "/v1/admin/faults", {"reject_name_pattern": "^forbidden"})
+    try:
+        good = cloud.network.create_network(**owned(project, name="fine"))
+        bad = cloud.network.create_network(**owned(project, name="forbidden-net"))
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            states = sync_states(cloud, "networks", project)
+            if states.get(bad.id, ("",))[0] == "error" and states.get(good.id, ("",))[0] == "synced":
+                break
+            time.sleep(0.2)
+        assert states[good.id] == ("synced", None)
+        state, message = states[bad.id]
+        assert state == "error" and message and "forbidden-net" in message
+        assert ("network", bad.id) not in controller_state(fabric, project)
+    finally:
+        fabric.admin("PUT", "/v1/admin/faults", {"reject_name_pattern": None})
+    cloud.network.update_network(bad, name="allowed-now")  # a new desired state is tried again
+    wait_converged(cloud, fabric, project)
+    assert sync_states(cloud, "networks", project)[bad.id] == ("synced", None)
