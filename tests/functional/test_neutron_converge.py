@@ -85,8 +85,10 @@ def wait_converged(cloud: Connection, fabric: FabricProcess, project: str) -> di
             missing = sorted(set(want) - set(have))[:5]
             extra = sorted(set(have) - set(want))[:5]
             differ = [k for k in set(want) & set(have) if want[k] != have[k]][:3]
+            fields = {k: {f: (want[k].get(f), have[k].get(f)) for f in set(want[k]) | set(have[k])
+                          if want[k].get(f) != have[k].get(f)} for k in differ}
             pytest.fail(f"not converged after {DEADLINE:.0f} s: missing {missing}, extra {extra}, "
-                        f"differing {[(k, want[k], have[k]) for k in differ]}")
+                        f"differing (neutron, controller): {fields}")
         time.sleep(0.2)
 
 
@@ -153,3 +155,29 @@ def test_an_object_the_controller_refuses_shows_error_with_its_message_while_the
     cloud.network.update_network(bad, name="allowed-now")  # a new desired state is tried again
     wait_converged(cloud, fabric, project)
     assert sync_states(cloud, "networks", project)[bad.id] == ("synced", None)
+
+
+def test_a_bound_port_turns_active_only_when_the_controller_reports_it_up(cloud, fabric):
+    project = "p-status"
+    net = cloud.network.create_network(**owned(project, name="status"))
+    cloud.network.create_subnet(**owned(project, network_id=net.id, cidr="10.2.0.0/24", ip_version=4))
+    bound = cloud.network.create_port(**owned(project, network_id=net.id, binding_host_id="compute-1"))
+    unbound = cloud.network.create_port(**owned(project, network_id=net.id))
+    later = cloud.network.create_port(**owned(project, network_id=net.id))
+
+    def status(port):
+        return cloud.network.get_port(port.id).status
+
+    end = time.monotonic() + DEADLINE
+    while status(bound) != "ACTIVE" and time.monotonic() < end:
+        time.sleep(0.2)
+    assert status(bound) == "ACTIVE"
+    assert fabric.get(f"/v1/roots/{project}/objects/port/{bound.id}")["status"] == "up"
+    wait_converged(cloud, fabric, project)
+    assert status(unbound) == "DOWN"  # nobody wired it: Neutron must not claim it is up
+
+    cloud.network.update_port(later, binding_host_id="compute-2")  # bound after it reached the controller
+    end = time.monotonic() + DEADLINE
+    while status(later) != "ACTIVE" and time.monotonic() < end:
+        time.sleep(0.2)
+    assert status(later) == "ACTIVE"

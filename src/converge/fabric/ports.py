@@ -1,4 +1,5 @@
-"""Port status: a created port goes ``up`` a configured delay later, and the change is broadcast.
+"""Port status: a created port goes ``up`` a configured delay later, and so does a port bound to another
+host (it goes ``down`` at once); each change is broadcast.
 
 Why: Neutron waits for the backend to report a port up before it tells Nova the VIF is plugged, so the
 sync engine consumes these events; the delay stands in for a real fabric wiring the port. Ports created

@@ -11,6 +11,7 @@ unit tests; SQL reads live in ``queries.py``, injected drift (wipe/drop/corrupt)
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -147,8 +148,25 @@ class Store:
             status = old.status if old is not None else PortStatus.DOWN
             if old is None:
                 created[key] = None
+            else:
+                host = op.doc.attributes.get("binding:host_id") or ""
+                if host != self._host_of(key, docs):  # wired on another host: down, then up again there
+                    status = PortStatus.DOWN
+                    if host:
+                        created[key] = None
         self.index.set(key, Entry(root, op.digest, op.bucket, parents, status))
         docs[key] = op.canonical
+
+    def _host_of(self, key: Key, docs: dict[Key, bytes]) -> str:
+        """The ``binding:host_id`` a port had before this operation (this batch's own write first)."""
+        doc = docs.get(key)
+        if doc is None:
+            row = self.conn.execute("SELECT doc FROM objects WHERE kind = ? AND id = ?", (key[0], key[1])).fetchone()
+            doc = row[0] if row is not None else None
+        if doc is None:
+            return ""
+        stored = json.loads(doc)
+        return str(stored["attributes"].get("binding:host_id") or "")
 
     def _delete(self, root: RootId, op: Delete, created: dict[Key, None]) -> None:
         key = op.key

@@ -16,7 +16,7 @@ from neutron_lib.plugins.ml2 import api
 from oslo_config import cfg
 
 from converge.core.kinds import Kind
-from converge.neutron import config, recorder, secgroups, translate
+from converge.neutron import config, port_status, recorder, secgroups, translate
 from converge.neutron.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,11 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
 
     def update_port_precommit(self, context: Any) -> None:
         self._put(context, Kind.PORT, created=False)
+        opts = cfg.CONF.converge
+        newly_bound = context.vif_type == opts.vif_type and (
+            context.original_vif_type != context.vif_type or context.host != context.original_host)
+        if newly_bound:
+            port_status.block(context._plugin_context, context.current["id"])
 
     def delete_port_precommit(self, context: Any) -> None:
         self._delete(context, Kind.PORT)

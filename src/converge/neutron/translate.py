@@ -68,15 +68,18 @@ DEFAULTS: dict[str, Any] = {"description": ""}
 
 
 def attributes(kind: Kind, resource: Mapping[str, Any]) -> dict[str, Any]:
-    out = {f: plain(resource[f]) for f in FIELDS[kind] if f in resource}
+    # None and absent mean the same to a controller, and some hooks omit what others set to None.
+    out = {f: plain(resource[f]) for f in FIELDS[kind] if resource.get(f) is not None}
     for field, default in DEFAULTS.items():
         if field in FIELDS[kind]:
             out.setdefault(field, default)
     if kind is Kind.ROUTER:
         gateway = resource.get("external_gateway_info") or {}
-        out["external_network_id"] = gateway.get("network_id")
-        out["enable_snat"] = gateway.get("enable_snat")
-        out["external_fixed_ips"] = plain(gateway.get("external_fixed_ips") or [])
+        for field, value in (("external_network_id", gateway.get("network_id")),
+                             ("enable_snat", gateway.get("enable_snat")),
+                             ("external_fixed_ips", plain(gateway.get("external_fixed_ips") or None))):
+            if value is not None:
+                out[field] = value
     if kind is Kind.PORT and "security_groups" in out:
         out["security_groups"] = sorted(out["security_groups"] or [])
     return out

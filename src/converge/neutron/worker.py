@@ -15,6 +15,7 @@ from oslo_config import cfg
 from converge.backends.fabric import FabricClient
 from converge.engine.worker import Worker, WorkerConfig
 from converge.neutron import config
+from converge.neutron.port_status import PortStatusListener
 from converge.store import db, leases
 from converge.store.leases import LeaseTiming
 
@@ -40,15 +41,22 @@ class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
         super().__init__(worker_process_count=1, desc="converge sync worker")
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
+        self._ports: PortStatusListener | None = None
 
     def start(self, **kwargs: Any) -> None:
         super().start(**kwargs)
         self._worker = build_worker(cfg.CONF)
         self._thread = threading.Thread(target=self._worker.run, name="converge-sync", daemon=True)
         self._thread.start()
+        client = self._worker.backend
+        assert isinstance(client, FabricClient)
+        self._ports = PortStatusListener(client, config.token(cfg.CONF))
+        self._ports.start()
         log.info("converge sync worker %s started", self._worker.id)
 
     def stop(self) -> None:
+        if self._ports is not None:
+            self._ports.stop()
         if self._worker is not None:
             self._worker.stop()
 

@@ -162,6 +162,17 @@ class FabricClient:
             if not after:
                 return
 
+    def object_status(self, root: RootId, kind: Kind, oid: str) -> str | None:
+        """The operational status the controller reports for one object (``up``/``down`` for ports), or
+        None if it does not hold the object."""
+        resp = self._send("GET", f"/v1/roots/{_p(root)}/objects/{kind.value}/{_p(oid)}", purpose="status")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise ProtocolViolation(f"GET object {kind.value}/{oid}: unexpected HTTP {resp.status_code}")
+        status = _json(resp).get("status")
+        return str(status) if status is not None else None
+
     def health(self) -> list[EndpointHealth]:
         return [EndpointHealth(u, b.state.value, b.failures, b.last_error) for u, b in self.breakers.items()]
 
