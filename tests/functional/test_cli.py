@@ -182,3 +182,21 @@ def test_a_token_from_the_environment_is_used_and_never_shown(cli, fabric, engin
     assert cli("drift", env=env).returncode == 0
     assert cli("status", env=env).returncode == 0
     assert_converged(engine, fabric)
+
+
+def test_a_standalone_agent_takes_its_settings_from_neutron_config_files(cli, fabric, engine, store_url, tmp_path):
+    """``converge sync run --config-file neutron.conf --config-file ml2_conf.ini``: the database from
+    [database], controllers and token from [converge], later files winning; the token is never shown."""
+    neutron_conf = tmp_path / "neutron.conf"
+    neutron_conf.write_text(f"[DEFAULT]\ncore_plugin = ml2\n[database]\nconnection = {store_url}\n"
+                            f"[converge]\ncontroller_urls = http://127.0.0.1:{free_port()}\ntoken = wrong\n")
+    ml2_conf = tmp_path / "ml2_conf.ini"
+    ml2_conf.write_text(f"[ml2]\nmechanism_drivers = converge\n[converge]\ncontroller_urls = {fabric.url}\n"
+                        f"token = {fabric.token}\n")
+    record(engine, [change("p1", "network", "n1", name="from-neutron")])
+    agent = ["--config-file", str(neutron_conf), "--config-file", str(ml2_conf)]
+    result = cli("sync", "run", "--until-idle", "--timeout", "60", *agent, env=cli_env(), db=False)
+    assert result.returncode == 0, result.stderr
+    assert_converged(engine, fabric)
+    status = as_json(cli("status", "--json", *agent, env=cli_env(), db=False))
+    assert status["settings"]["token"] == "(config file)" and status["controllers"][0]["url"] == fabric.url

@@ -7,6 +7,7 @@ are never printed: ``Settings.describe()`` masks them.
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class Settings:
     controllers: tuple[str, ...]
     token_file: str | None
     json: bool
+    config_token: str | None = None  # [converge] token of a --config-file
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         if self.db_url.startswith("sqlite:///") and not self.db_url.startswith("sqlite:///:"):
@@ -42,7 +44,7 @@ class Settings:
             except OSError as err:
                 raise ConfigurationError(f"cannot read token file {self.token_file}: {err.strerror}") from None
         else:
-            token = os.environ.get("CONVERGE_TOKEN", "").strip()
+            token = os.environ.get("CONVERGE_TOKEN", "").strip() or (self.config_token or "")
         if not token:
             raise ConfigurationError("no controller token: give --token-file or set CONVERGE_TOKEN")
         return token
@@ -56,7 +58,10 @@ class Settings:
         return {
             "db": _mask_url(self.db_url),
             "controllers": list(self.controllers),
-            "token": "(file)" if self.token_file else ("(env)" if os.environ.get("CONVERGE_TOKEN") else None),
+            "token": "(file)" if self.token_file
+            else "(env)" if os.environ.get("CONVERGE_TOKEN")
+            else "(config file)" if self.config_token
+            else None,
         }
 
 
@@ -75,8 +80,17 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     without defaults) so that ``converge status --json`` and ``converge --json status`` both work."""
     parser.add_argument(
         "--db",
-        default=os.environ.get("CONVERGE_DB", DEFAULT_DB),
-        help="SQLAlchemy URL of the intent store (env CONVERGE_DB; default %(default)s)",
+        default=None,
+        help=f"SQLAlchemy URL of the intent store (env CONVERGE_DB; else [database] connection of "
+        f"--config-file; default {DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="Neutron configuration file(s) (repeatable, like Neutron's): [database] connection and "
+        "[converge] controller_urls, token, token_file; for an agent run beside Neutron",
     )
     parser.add_argument(
         "--controller",
@@ -97,6 +111,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     parent.add_argument("--db", default=argparse.SUPPRESS)
+    parent.add_argument("--config-file", action="append", default=argparse.SUPPRESS, metavar="FILE")
     parent.add_argument("--controller", action="append", default=argparse.SUPPRESS, metavar="URL")
     parent.add_argument("--token-file", default=argparse.SUPPRESS)
     parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
@@ -106,6 +121,29 @@ def common() -> argparse.ArgumentParser:
 COMMON = common()
 
 
+def read_neutron_config(paths: list[str]) -> dict[str, str]:
+    """The few values Converge takes from Neutron's INI files, later files winning (as in oslo.config).
+
+    Read with configparser, not oslo.config, so the CLI stays free of Neutron's libraries."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    for path in paths:
+        try:
+            with open(path) as f:
+                parser.read_file(f, source=path)
+        except OSError as err:
+            raise ConfigurationError(f"cannot read config file {path}: {err.strerror}") from None
+        except configparser.Error as err:
+            raise ConfigurationError(f"config file {path} is not valid INI: {err}") from None
+    found = {"db": parser.get("database", "connection", fallback="")}
+    for key in ("controller_urls", "token", "token_file"):
+        found[key] = parser.get("converge", key, fallback="")
+    return {k: v.strip() for k, v in found.items() if v and v.strip()}
+
+
 def settings(args: argparse.Namespace) -> Settings:
-    urls = args.controller or [u for u in os.environ.get("CONVERGE_CONTROLLERS", "").split(",") if u.strip()]
-    return Settings(args.db, tuple(u.strip() for u in urls), args.token_file, bool(args.json))
+    conf = read_neutron_config(args.config_file) if args.config_file else {}
+    urls = (args.controller or [u for u in os.environ.get("CONVERGE_CONTROLLERS", "").split(",") if u.strip()]
+            or [u for u in conf.get("controller_urls", "").split(",") if u.strip()])
+    db = args.db or os.environ.get("CONVERGE_DB") or conf.get("db") or DEFAULT_DB
+    token_file = args.token_file or conf.get("token_file")
+    return Settings(db, tuple(u.strip() for u in urls), token_file, bool(args.json), conf.get("token"))
