@@ -34,10 +34,21 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workdir", default="var/demo")
     p.add_argument("--keep-running", action="store_true", help="leave the controller running at the end")
+    p.add_argument("--embedded", action="store_true",
+                   help="engine only: SQLite store and record() instead of the Neutron API stack")
+    p.add_argument("--projects", type=int, default=4, help="with the Neutron stack: demo projects")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(cfg: Settings, args: argparse.Namespace) -> int:
+    if not args.embedded:
+        from converge.cli.neutron_demo import run
+
+        return run(cfg, args)
+    return cmd_embedded(cfg, args)
+
+
+def cmd_embedded(cfg: Settings, args: argparse.Namespace) -> int:
     from converge.testing.fabric import FabricProcess  # the launcher is shipped with the package
 
     work = Path(args.workdir)

@@ -62,7 +62,7 @@ def _write_secret(path: Path, text: str) -> None:
 class FabricProcess:
     def __init__(self, workdir: Path, *, faults: bool = True, port_up_delay: float = 0.5,
                  extra_args: Sequence[str] = ()) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # config files and servers need absolute paths
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.faults = faults
         self.port_up_delay = port_up_delay

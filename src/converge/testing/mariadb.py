@@ -31,7 +31,7 @@ def free_port() -> int:
 class MariaDB:
     def __init__(self, workdir: Path, *, port: int | None = None, durable: bool = True,
                  buffer_pool: str = "256M") -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # mariadb-install-db needs absolute paths
         self.port = port or free_port()
         self.durable = durable
         self.buffer_pool = buffer_pool

@@ -104,7 +104,7 @@ class NeutronStack:
                  ml2_config: Sections | None = None, processes: int = 2, threads: int = 1,
                  periodic_workers: bool = True, mariadb: MariaDB | None = None,
                  database: str | None = None, debug: bool = False) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # config files and servers need absolute paths
         self.mechanism_drivers = list(mechanism_drivers)
         self.service_plugins = list(service_plugins)
         self.extra_config = config or {}
