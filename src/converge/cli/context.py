@@ -7,7 +7,6 @@ are never printed: ``Settings.describe()`` masks them.
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from converge.backends.fabric import FabricClient
 from converge.core.errors import ConfigurationError
+from converge.core.inifile import read_neutron_config
 from converge.store import db, migrate
 
 DEFAULT_DB = "sqlite:///var/converge.sqlite"
@@ -119,25 +119,6 @@ def common() -> argparse.ArgumentParser:
 
 
 COMMON = common()
-
-
-def read_neutron_config(paths: list[str]) -> dict[str, str]:
-    """The few values Converge takes from Neutron's INI files, later files winning (as in oslo.config).
-
-    Read with configparser, not oslo.config, so the CLI stays free of Neutron's libraries."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    for path in paths:
-        try:
-            with open(path) as f:
-                parser.read_file(f, source=path)
-        except OSError as err:
-            raise ConfigurationError(f"cannot read config file {path}: {err.strerror}") from None
-        except configparser.Error as err:
-            raise ConfigurationError(f"config file {path} is not valid INI: {err}") from None
-    found = {"db": parser.get("database", "connection", fallback="")}
-    for key in ("controller_urls", "token", "token_file"):
-        found[key] = parser.get("converge", key, fallback="")
-    return {k: v.strip() for k, v in found.items() if v and v.strip()}
 
 
 def settings(args: argparse.Namespace) -> Settings:

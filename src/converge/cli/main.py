@@ -7,6 +7,7 @@ secrets are never echoed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from converge.cli import demo, load_cmd, output, repair_cmds, sync_cmds
@@ -26,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     dbp.add_parser("upgrade", parents=[COMMON], help="create or upgrade Converge's tables").set_defaults(
         func=cmd_db_upgrade
     )
+    for name, text in (("adopt", "record intent for every existing Neutron resource (--config-file, "
+                                 "--os-cloud or --neutron-url); see converge adopt --help"),):
+        sub.add_parser(name, help=text, add_help=False)
     sync_cmds.add_parsers(sub)
     repair_cmds.add_parsers(sub)
     load_cmd.add_parsers(sub)
@@ -44,6 +48,16 @@ def cmd_db_upgrade(cfg: object, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    neutron_mode = argv[:1] == ["adopt"] or (argv[:1] in (["drift"], ["repair"]) and "--neutron" in argv)
+    if neutron_mode:
+        # Intent from Neutron's API: the module lives with the rest of Converge's Neutron code and is
+        # reached by name, so this layer never imports Neutron's world.
+        adopt = importlib.import_module("converge.neutron.adopt")
+        rest = [a for a in argv[1:] if a != "--neutron"]
+        try:
+            return int(adopt.main(rest, command=argv[0]))
+        except ConvergeError as err:
+            return output.fail(str(err), 2 if isinstance(err, ConfigurationError) else 1)
     if argv[:2] == ["fabric", "serve"]:
         from converge.fabric.serve import main as serve
 

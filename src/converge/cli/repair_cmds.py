@@ -25,11 +25,21 @@ def add_parsers(sub: Any) -> None:
         "drift", parents=[COMMON], help="list differences between intent and controller (changes nothing)"
     )
     d.add_argument("--root", action="append", help="only these roots (default: all)")
+    d.add_argument(
+        "--neutron",
+        action="store_true",
+        help="compare Neutron's resources with the intent store instead (see converge adopt --help)",
+    )
     d.set_defaults(func=cmd_drift)
     r = sub.add_parser("repair", parents=[COMMON], help="make the controller match intent, per root")
     r.add_argument("--root", action="append", help="roots to repair")
     r.add_argument("--all", action="store_true", help="every root known to the store or the controller")
     r.add_argument("--wait", type=float, default=60.0, help="seconds to wait for workers asked to repair")
+    r.add_argument(
+        "--neutron",
+        action="store_true",
+        help="record intent where it differs from Neutron's resources (see converge adopt --help)",
+    )
     r.set_defaults(func=cmd_repair)
 
 
