@@ -39,8 +39,10 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.SECURITY_GROUP_RULE: ("security_group_id", "direction", "ethertype", "protocol", "port_range_min",
                                "port_range_max", "remote_ip_prefix", "remote_group_id",
                                "remote_address_group_id", "description"),
-    Kind.ROUTER: ("name", "description", "admin_state_up", "distributed", "ha", "external_network_id",
-                  "external_fixed_ips", "enable_snat", "routes", "availability_zone_hints"),
+    # A router's gateway (external_network_id, enable_snat, external_fixed_ips) comes from
+    # external_gateway_info only: some internal dicts also carry a top-level enable_snat the API hides.
+    Kind.ROUTER: ("name", "description", "admin_state_up", "distributed", "ha", "routes",
+                  "availability_zone_hints"),
     Kind.ROUTER_INTERFACE: ("router_id", "subnet_id", "port_id"),
     Kind.FLOATING_IP: ("floating_network_id", "floating_ip_address", "port_id", "fixed_ip_address", "router_id",
                        "description", "qos_policy_id"),
@@ -58,8 +60,15 @@ def plain(value: Any) -> Any:
     return value
 
 
+# Neutron creates some ports with no project at all: a router's gateway port and a floating IP's port
+# (neutron/db/l3_db.py passes tenant_id ''). They live in this root rather than fail the user's call; a
+# Keystone project id (hex) never collides with it, and a port's project never changes, so every hook of
+# such a port names the same root.
+NO_PROJECT = "no-project"
+
+
 def root_of(resource: Mapping[str, Any]) -> str:
-    return str(resource.get("project_id") or resource.get("tenant_id") or "")
+    return str(resource.get("project_id") or resource.get("tenant_id") or NO_PROJECT)
 
 
 # Standard attributes some hooks see before Neutron fills them in (a port's create precommit has no

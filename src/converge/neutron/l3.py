@@ -1,0 +1,241 @@
+"""The L3 service plugin ``converge_router`` (entry point ``neutron.service_plugins``): Neutron's own
+router plugin, recording routers, router interfaces and floating IPs as intent inside Neutron's
+transaction, like the ML2 driver does for networks, subnets and ports. Enable it with
+``service_plugins = converge_router`` in place of ``router``. Neutron instantiates it in every API worker
+and in ``neutron-periodic-workers``; its callback registry calls the hooks below.
+
+Which hooks, and why (Neutron 29.0.0, ``neutron/db/l3_db.py`` and ``neutron/plugins/ml2/plugin.py``):
+
+- Routers: ``ROUTER`` ``PRECOMMIT_CREATE`` / ``PRECOMMIT_UPDATE`` / ``PRECOMMIT_DELETE``, each published
+  inside ``db_api.CONTEXT_WRITER``; the router's DB row comes in ``metadata['router_db']``,
+  ``desired_state`` and ``states[0]``. Create runs after the extended attributes (ha, distributed, AZ
+  hints) are set, so this plugin subscribes at a later priority.
+- A router's gateway has no precommit event of its own: the gateway port is created, updated and deleted
+  through ML2, which publishes ``PORT`` ``PRECOMMIT_*`` inside its transaction, so the router is recorded
+  again there with the gateway read from that port. ``update_router`` also ends in ``PRECOMMIT_UPDATE``
+  after any gateway change; ``create_router`` does not, so on create the gateway port's transaction is
+  the last one that can carry it. Neutron links the port to the router in the next transaction; if that
+  one fails Neutron deletes the port, and the router is recorded again without it (a process dying
+  between the two leaves Neutron with an orphan gateway port, and intent with that gateway, until the
+  router is next written). ``ROUTER_GATEWAY`` ``PRECOMMIT_UPDATE`` runs before the port exists: unused.
+- Router interfaces: ``ROUTER_INTERFACE`` has only BEFORE/AFTER events. An interface is its port
+  (device_owner ``network:router_interface``, device_id = the router), so the same ``PORT`` precommit
+  events record it, once Neutron's ``routerports`` row for it exists (Neutron's last port update in
+  ``_add_router_port`` comes after that row), and delete it with the port.
+- Floating IPs: ``FLOATING_IP`` ``PRECOMMIT_CREATE`` / ``PRECOMMIT_UPDATE`` inside the writer
+  (``desired_state`` is the DB row, or the object when a port delete disassociates it), and
+  ``PRECOMMIT_DELETE``, which Neutron re-publishes from the floating IP port's ``PORT`` precommit delete.
+
+AFTER events only wake the sync workers: no controller I/O ever happens on the API path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from neutron.db.models import l3 as l3_models
+from neutron.objects import router as l3_objects
+from neutron.services.l3_router.l3_router_plugin import L3RouterPlugin
+from neutron_lib import constants as n_const
+from neutron_lib.api import attributes
+from neutron_lib.callbacks import events, priority_group, registry, resources
+from neutron_lib.exceptions import l3 as l3_exc
+from neutron_lib.plugins import constants as plugin_constants
+from neutron_lib.plugins import directory
+from sqlalchemy import select
+
+from converge.core.kinds import Kind
+from converge.neutron import recorder, translate
+
+log = logging.getLogger(__name__)
+
+# After Neutron's own ROUTER precommit-create handlers (extended attributes, flavor and driver association).
+AFTER_NEUTRON = priority_group.PRIORITY_ROUTER_DRIVER + 1000
+
+# -- translation (pure) ---------------------------------------------------------------------------------
+
+
+def router_with_gateway(router: Mapping[str, Any], gateway_port: Mapping[str, Any] | None, *,
+                        enable_snat: bool | None) -> dict[str, Any]:
+    """The router dict as Neutron shows it once ``gateway_port`` is its gateway (None: no gateway)."""
+    out = dict(router)
+    out["external_gateway_info"] = None if gateway_port is None else {
+        "network_id": gateway_port["network_id"], "enable_snat": enable_snat,
+        "external_fixed_ips": [{"subnet_id": ip["subnet_id"], "ip_address": ip["ip_address"]}
+                               for ip in gateway_port.get("fixed_ips") or ()]}
+    return out
+
+
+def interface_of(port: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The router interface a port dict stands for (same id as the port), or None if it is not one.
+
+    The protocol gives an interface one subnet; a port with several prefixes (IPv6) names the smallest
+    subnet id, so the choice does not depend on the order Neutron lists them in."""
+    subnets = sorted(ip["subnet_id"] for ip in port.get("fixed_ips") or ())
+    if port.get("device_owner") not in n_const.ROUTER_INTERFACE_OWNERS or not port.get("device_id") or not subnets:
+        return None
+    return {"id": port["id"], "project_id": translate.root_of(port), "router_id": port["device_id"],
+            "subnet_id": subnets[0], "port_id": port["id"], "revision_number": port.get("revision_number")}
+
+
+IDENTITY = ("id", "project_id", "tenant_id", "revision_number")  # who and which version, kept for translate
+
+
+def visible(resource: Mapping[str, Any], attribute_map: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The resource as the API shows it: only the attributes its (extended) attribute map declares visible.
+
+    Neutron's ``_make_router_dict`` also returns keys the API strips (a top-level ``enable_snat`` that is
+    only meant inside ``external_gateway_info``, ``gw_port_id``, ``ha_vr_id``); intent strips them too.
+    A process without a map for the collection keeps everything rather than record an empty resource."""
+    if not attribute_map:
+        return dict(resource)
+    return {k: v for k, v in resource.items() if k in IDENTITY or (attribute_map.get(k) or {}).get("is_visible")}
+
+
+def is_gateway(port: Mapping[str, Any]) -> bool:
+    return port.get("device_owner") == n_const.DEVICE_OWNER_ROUTER_GW and bool(port.get("device_id"))
+
+
+# -- the plugin -----------------------------------------------------------------------------------------
+
+
+class ConvergeL3RouterPlugin(L3RouterPlugin):  # type: ignore[misc]
+    """Neutron's L3 router plugin, unchanged, plus the intent callbacks below (subscribed once per process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        subscribe()
+        log.info("converge L3 router plugin ready")
+
+
+_subscribed = False
+
+
+def subscribe() -> None:
+    global _subscribed
+    if _subscribed:
+        return
+    for event, handler in ((events.PRECOMMIT_CREATE, _router_created), (events.PRECOMMIT_UPDATE, _router_updated),
+                           (events.PRECOMMIT_DELETE, _router_deleted)):
+        registry.subscribe(handler, resources.ROUTER, event, priority=AFTER_NEUTRON)
+    for event in (events.PRECOMMIT_CREATE, events.PRECOMMIT_UPDATE, events.PRECOMMIT_DELETE):
+        registry.subscribe(_port_changed, resources.PORT, event)
+    registry.subscribe(_fip_created, resources.FLOATING_IP, events.PRECOMMIT_CREATE)
+    registry.subscribe(_fip_updated, resources.FLOATING_IP, events.PRECOMMIT_UPDATE)
+    registry.subscribe(_fip_deleted, resources.FLOATING_IP, events.PRECOMMIT_DELETE)
+    for resource, after in ((resources.ROUTER, (events.AFTER_CREATE, events.AFTER_UPDATE, events.AFTER_DELETE)),
+                            (resources.ROUTER_INTERFACE, (events.AFTER_CREATE, events.AFTER_DELETE)),
+                            (resources.ROUTER_GATEWAY, (events.AFTER_CREATE, events.AFTER_DELETE)),
+                            (resources.FLOATING_IP, (events.AFTER_CREATE, events.AFTER_UPDATE,
+                                                     events.AFTER_DELETE))):
+        for event in after:
+            registry.subscribe(_nudge, resource, event)
+    _subscribed = True
+
+
+def _plugin() -> Any:
+    return directory.get_plugin(plugin_constants.L3)
+
+
+def _shown(collection: str, resource: Mapping[str, Any]) -> dict[str, Any]:
+    return visible(resource, attributes.RESOURCES.get(collection))
+
+
+# -- routers --------------------------------------------------------------------------------------------
+
+
+def _record_router(context: Any, router_db: Any, *, created: bool) -> None:
+    router = _shown("routers", _plugin()._make_router_dict(router_db))
+    recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, router, created=created)))
+
+
+def _router_created(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    _record_router(payload.context, payload.metadata["router_db"], created=True)
+
+
+def _router_updated(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    _record_router(payload.context, payload.desired_state, created=False)
+
+
+def _router_deleted(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    router_db = payload.latest_state
+    recorder.record_in(payload.context, recorder.build(
+        lambda: translate.delete(Kind.ROUTER, None, oid=payload.resource_id, root=router_db.project_id)))
+
+
+def _record_gateway(context: Any, port: Mapping[str, Any], *, gone: bool) -> None:
+    """The router again, its gateway read from the gateway port being written (or deleted)."""
+    plugin = _plugin()
+    try:
+        router_db = plugin._get_router(context, port["device_id"])
+    except l3_exc.RouterNotFound:  # a leftover gateway port of a router already gone: nothing to update
+        return
+    router = _shown("routers", router_with_gateway(plugin._make_router_dict(router_db), None if gone else port,
+                                                   enable_snat=router_db.enable_snat))
+    recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, router, created=False)))
+
+
+# -- router interfaces (their ports) and gateway ports -------------------------------------------------
+
+
+def _attached(context: Any, interface: Mapping[str, Any]) -> bool:
+    """Neutron's routerports row exists: the interface is really there, not just a port being set up."""
+    query = select(l3_models.RouterPort.port_id).where(l3_models.RouterPort.router_id == interface["router_id"],
+                                                       l3_models.RouterPort.port_id == interface["id"])
+    return context.session.execute(query).first() is not None
+
+
+def _port_changed(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    ctx = payload.context
+    port = payload.desired_state if event == events.PRECOMMIT_UPDATE else payload.latest_state
+    if not isinstance(port, Mapping):  # a bulk create hands over objects; neither a gateway nor attached yet
+        return
+    if is_gateway(port):
+        _record_gateway(ctx, port, gone=event == events.PRECOMMIT_DELETE)
+        return
+    interface = interface_of(port) if event != events.PRECOMMIT_DELETE else None
+    if interface is not None and _attached(ctx, interface):
+        created = event == events.PRECOMMIT_CREATE or interface_of(payload.states[0]) is None
+        recorder.record_in(ctx, recorder.build(
+            lambda: translate.upsert(Kind.ROUTER_INTERFACE, interface, created=created)))
+        return
+    was = port if event == events.PRECOMMIT_DELETE else payload.states[0]
+    if interface_of(was) is not None:
+        root = recorder.root_of_recorded(ctx, Kind.ROUTER_INTERFACE, port["id"])
+        if root is not None:
+            recorder.record_in(ctx, recorder.build(
+                lambda: translate.delete(Kind.ROUTER_INTERFACE, None, oid=port["id"], root=root)))
+
+
+# -- floating IPs ---------------------------------------------------------------------------------------
+
+
+def _record_fip(context: Any, state: Any, *, created: bool) -> None:
+    fip = state if isinstance(state, l3_objects.FloatingIP) else l3_objects.FloatingIP._load_object(context, state)
+    fip_dict = _shown("floatingips", _plugin()._make_floatingip_dict(fip))
+    recorder.record_in(context, recorder.build(
+        lambda: translate.upsert(Kind.FLOATING_IP, fip_dict, created=created)))
+
+
+def _fip_created(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    _record_fip(payload.context, payload.desired_state, created=True)
+
+
+def _fip_updated(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    _record_fip(payload.context, payload.desired_state, created=False)
+
+
+def _fip_deleted(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    """Neutron deletes a floating IP by deleting its port; the payload is that port's."""
+    ctx = payload.context
+    port = payload.latest_state
+    rows = ctx.session.execute(select(l3_models.FloatingIP.id, l3_models.FloatingIP.project_id).where(
+        l3_models.FloatingIP.floating_port_id == port["id"])).all()
+    recorder.record_in(ctx, recorder.build(
+        lambda: [translate.delete(Kind.FLOATING_IP, None, oid=row.id, root=row.project_id) for row in rows]))
+
+
+def _nudge(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    recorder.nudge()

@@ -1,0 +1,111 @@
+"""Routers, router interfaces and floating IPs: Neutron dicts → Converge changes (pure functions of
+``converge.neutron.l3`` and ``translate``)."""
+
+from converge.core.kinds import Kind, parents
+from converge.neutron import l3, translate
+from converge.store.schema import JournalOp
+
+ROUTER = {"id": "r1", "project_id": "proj", "name": "edge", "description": "", "admin_state_up": True,
+          "status": "ACTIVE", "external_gateway_info": None, "routes": [], "distributed": False, "ha": False,
+          "availability_zone_hints": [], "revision_number": 3, "converge:sync_state": "pending"}
+GATEWAY_PORT = {"id": "gw1", "project_id": "", "network_id": "ext", "device_owner": "network:router_gateway",
+                "device_id": "r1", "fixed_ips": [{"subnet_id": "es", "ip_address": "172.24.4.10"}]}
+INTERFACE_PORT = {"id": "p1", "project_id": "proj", "network_id": "n1", "device_owner": "network:router_interface",
+                  "device_id": "r1", "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.1"}],
+                  "revision_number": 4}
+FIP = {"id": "f1", "project_id": "proj", "tenant_id": "proj", "floating_network_id": "ext",
+       "floating_ip_address": "172.24.4.20", "port_id": "vm1", "fixed_ip_address": "10.0.0.5", "router_id": "r1",
+       "status": "DOWN", "description": "", "qos_policy_id": None, "qos_network_policy_id": None,
+       "port_details": {"name": "vm"}, "revision_number": 2}
+
+
+def test_a_gateway_port_becomes_the_routers_external_network_reference():
+    router = l3.router_with_gateway(ROUTER, GATEWAY_PORT, enable_snat=True)
+    change = translate.upsert(Kind.ROUTER, router, created=False)
+    assert (change.root, change.id, change.op) == ("proj", "r1", JournalOp.UPDATE)
+    attrs = dict(change.attributes or {})
+    assert attrs["external_network_id"] == "ext" and attrs["enable_snat"] is True
+    assert attrs["external_fixed_ips"] == [{"subnet_id": "es", "ip_address": "172.24.4.10"}]
+    assert list(parents(Kind.ROUTER, attrs)) == [(Kind.NETWORK, "ext")]
+
+
+def test_the_router_recorded_from_its_gateway_port_equals_what_the_api_shows_once_linked():
+    shown = {**ROUTER, "external_gateway_info": {
+        "network_id": "ext", "enable_snat": True,
+        "external_fixed_ips": [{"subnet_id": "es", "ip_address": "172.24.4.10"}]}}
+    from_port = l3.router_with_gateway(ROUTER, GATEWAY_PORT, enable_snat=True)
+    assert translate.attributes(Kind.ROUTER, from_port) == translate.attributes(Kind.ROUTER, shown)
+
+
+def test_a_deleted_gateway_port_leaves_a_router_without_external_network():
+    linked = l3.router_with_gateway(ROUTER, GATEWAY_PORT, enable_snat=True)
+    attrs = translate.attributes(Kind.ROUTER, l3.router_with_gateway(linked, None, enable_snat=True))
+    assert "external_network_id" not in attrs and "external_fixed_ips" not in attrs  # None means absent
+    assert list(parents(Kind.ROUTER, attrs)) == []
+
+
+def test_only_a_router_gateway_port_with_a_router_is_a_gateway():
+    assert l3.is_gateway(GATEWAY_PORT)
+    assert not l3.is_gateway({**GATEWAY_PORT, "device_id": ""})
+    assert not l3.is_gateway(INTERFACE_PORT)
+
+
+def test_an_interface_port_stands_for_a_router_interface_with_the_ports_id():
+    interface = l3.interface_of(INTERFACE_PORT)
+    assert interface is not None
+    change = translate.upsert(Kind.ROUTER_INTERFACE, interface, created=True)
+    assert (change.root, change.kind, change.id, change.revision) == ("proj", Kind.ROUTER_INTERFACE, "p1", 4)
+    assert dict(change.attributes or {}) == {"router_id": "r1", "subnet_id": "s1", "port_id": "p1"}
+    assert set(parents(Kind.ROUTER_INTERFACE, change.attributes or {})) == {
+        (Kind.ROUTER, "r1"), (Kind.SUBNET, "s1"), (Kind.PORT, "p1")}
+
+
+def test_other_ports_are_not_interfaces():
+    assert l3.interface_of({**INTERFACE_PORT, "device_owner": "compute:nova"}) is None
+    assert l3.interface_of({**INTERFACE_PORT, "device_owner": ""}) is None  # detached by a rollback
+    assert l3.interface_of({**INTERFACE_PORT, "device_id": ""}) is None
+    assert l3.interface_of({**INTERFACE_PORT, "fixed_ips": []}) is None
+    assert l3.interface_of(GATEWAY_PORT) is None
+
+
+def test_a_port_with_several_prefixes_names_one_subnet_whatever_the_order():
+    ips = [{"subnet_id": "s9", "ip_address": "2001:db8:9::1"}, {"subnet_id": "s2", "ip_address": "2001:db8:2::1"}]
+    one = l3.interface_of({**INTERFACE_PORT, "fixed_ips": ips})
+    other = l3.interface_of({**INTERFACE_PORT, "fixed_ips": ips[::-1]})
+    assert one is not None and one == other and one["subnet_id"] == "s2"
+
+
+def test_a_floating_ip_belongs_to_its_project_and_references_the_external_network():
+    change = translate.upsert(Kind.FLOATING_IP, FIP, created=True)
+    assert (change.root, change.id, change.op, change.revision) == ("proj", "f1", JournalOp.CREATE, 2)
+    attrs = dict(change.attributes or {})
+    assert attrs["floating_network_id"] == "ext" and attrs["port_id"] == "vm1"
+    for volatile in ("status", "port_details", "tenant_id", "revision_number", "qos_network_policy_id",
+                     "qos_policy_id"):
+        assert volatile not in attrs
+    assert set(parents(Kind.FLOATING_IP, attrs)) == {(Kind.NETWORK, "ext"), (Kind.PORT, "vm1"), (Kind.ROUTER, "r1")}
+
+
+def test_a_disassociated_floating_ip_keeps_only_its_network_reference():
+    free = {**FIP, "port_id": None, "fixed_ip_address": None, "router_id": None}
+    attrs = dict(translate.upsert(Kind.FLOATING_IP, free, created=False).attributes or {})
+    assert list(parents(Kind.FLOATING_IP, attrs)) == [(Kind.NETWORK, "ext")]
+    assert translate.upsert(Kind.FLOATING_IP, free, created=False).digest() != translate.upsert(
+        Kind.FLOATING_IP, FIP, created=False).digest()
+
+
+def test_status_only_changes_of_a_floating_ip_do_not_change_its_fingerprint():
+    a = translate.upsert(Kind.FLOATING_IP, FIP, created=False)
+    b = translate.upsert(Kind.FLOATING_IP, {**FIP, "status": "ACTIVE", "port_details": {}}, created=False)
+    assert a.digest() == b.digest()
+
+
+
+def test_keys_the_api_strips_stay_out_of_intent():
+    made = {**ROUTER, "enable_snat": True, "gw_port_id": None, "ha_vr_id": 0}  # as _make_router_dict returns it
+    attribute_map = {k: {"is_visible": True} for k in ROUTER if k not in ("id", "project_id", "revision_number")}
+    shown = l3.visible(made, attribute_map)
+    assert shown == ROUTER
+    assert "enable_snat" not in translate.attributes(Kind.ROUTER, shown)  # only a gateway carries it
+    assert "enable_snat" not in translate.attributes(Kind.ROUTER, made)  # not even from an internal dict
+    assert l3.visible(made, None) == made  # no map in this process: nothing is dropped
