@@ -44,10 +44,84 @@ def create_port(cloud, project: str, net: str) -> tuple[str, float]:
     return str(port.id), time.monotonic() - began
 
 
+def latency(work: Path, maria: MariaDB, fabric: FabricProcess, conf: dict, args: argparse.Namespace) -> None:
+    with NeutronStack(work / "with", mariadb=maria, mechanism_drivers=["converge"], config=conf,
+                      ml2_config=ML2) as with_converge, \
+            NeutronStack(work / "without", mariadb=maria, mechanism_drivers=["converge_noop"],
+                         periodic_workers=False) as baseline:
+        a, b = with_converge.connection(), baseline.connection()
+        net_a, net_b = network(a, "bench", "10.0.0.0/20"), network(b, "bench", "10.0.0.0/20")
+        for _ in range(10):  # warm both: the first calls of a worker load caches
+            create_port(a, "bench", net_a), create_port(b, "bench", net_b)
+        lat_a, lat_b = [], []
+        for _ in range(args.ports):
+            lat_a.append(create_port(a, "bench", net_a)[1])
+            lat_b.append(create_port(b, "bench", net_b)[1])
+        ratio = statistics.median(lat_a) / statistics.median(lat_b)
+
+        http = httpx.Client(headers=fabric.headers())
+        lag_net = network(a, "lag", "10.1.0.0/24")
+        lag = []
+        for _ in range(100):
+            port, _ = create_port(a, "lag", lag_net)
+            answered = time.monotonic()
+            while http.get(f"{fabric.url}/v1/roots/lag/objects/port/{port}").status_code != 200:
+                time.sleep(0.005)
+            lag.append(time.monotonic() - answered)
+        http.close()
+        report("Neutron port create: converge vs no-op driver", {
+            "ports (each stack, interleaved)": args.ports,
+            "median with converge": f"{statistics.median(lat_a) * 1000:.1f} ms",
+            "median with no-op driver": f"{statistics.median(lat_b) * 1000:.1f} ms",
+            "p90 with converge / no-op": f"{percentile(lat_a, 90) * 1000:.1f} / "
+                                         f"{percentile(lat_b, 90) * 1000:.1f} ms",
+            "ratio of medians": f"{ratio:.3f}",
+            "API 201 -> on controller p50": f"{percentile(lag, 50) * 1000:.1f} ms",
+            "API 201 -> on controller p99": f"{percentile(lag, 99) * 1000:.1f} ms",
+        })
+
+
+
+def adopt(work: Path, maria: MariaDB, conf: dict, args: argparse.Namespace) -> None:
+    with NeutronStack(work / "adopt", mariadb=maria, mechanism_drivers=["converge_noop"],
+                      periodic_workers=False,
+                      config={**conf, "quotas": {"quota_port": -1, "quota_network": -1, "quota_subnet": -1}}) as old:
+        cloud = old.connection()
+        made, began = 0, time.monotonic()
+        while made < args.adopt_ports:
+            project = f"old-{made // 1000}"
+            net = network(cloud, project, "10.0.0.0/18")
+            batch = min(1000, args.adopt_ports - made)
+            for i in range(0, batch, 250):
+                n = min(250, batch - i)
+                answer = cloud.network.post("/ports", json={"ports": [
+                    owned(project, network_id=net) for _ in range(n)]})
+                if answer.status_code != 201:
+                    raise SystemExit(f"bulk port create: HTTP {answer.status_code} {answer.text}")
+            made += batch
+        created = time.monotonic() - began
+        config = [a for p in old.config_files for a in ("--config-file", str(p))]
+        began = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "converge.cli.main", "adopt", *config,
+                               "--neutron-url", old.url, "--json"], capture_output=True, text=True)
+        took = time.monotonic() - began
+        summary = json.loads(done.stdout)
+        began = time.monotonic()
+        again = subprocess.run([sys.executable, "-m", "converge.cli.main", "adopt", *config,
+                                "--neutron-url", old.url, "--json"], capture_output=True, text=True)
+        took_again = time.monotonic() - began
+        report("converge adopt", {
+            "ports made (bulk API, no Converge)": f"{made} in {created:.0f} s",
+            "resources adopted": summary["recorded"], "adopt time": f"{took:.1f} s",
+            "second run (nothing to do)": f"{json.loads(again.stdout)['recorded']} recorded in "
+                                          f"{took_again:.1f} s"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ports", type=int, default=200)
     ap.add_argument("--adopt-ports", type=int, default=10_000)
+    ap.add_argument("--only", choices=["latency", "adopt"], help="run one part")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="converge-bench-") as tmp:
         work = Path(tmp)
@@ -56,70 +130,10 @@ def main() -> None:
         try:
             with FabricProcess(work / "fabric", faults=False) as fabric:
                 conf = {"converge": {"controller_urls": fabric.url, "token": fabric.token}}
-                with NeutronStack(work / "with", mariadb=maria, mechanism_drivers=["converge"], config=conf,
-                                  ml2_config=ML2) as with_converge, \
-                        NeutronStack(work / "without", mariadb=maria, mechanism_drivers=["converge_noop"],
-                                     periodic_workers=False) as baseline:
-                    a, b = with_converge.connection(), baseline.connection()
-                    net_a, net_b = network(a, "bench", "10.0.0.0/20"), network(b, "bench", "10.0.0.0/20")
-                    for _ in range(10):  # warm both: the first calls of a worker load caches
-                        create_port(a, "bench", net_a), create_port(b, "bench", net_b)
-                    lat_a, lat_b = [], []
-                    for _ in range(args.ports):
-                        lat_a.append(create_port(a, "bench", net_a)[1])
-                        lat_b.append(create_port(b, "bench", net_b)[1])
-                    ratio = statistics.median(lat_a) / statistics.median(lat_b)
-
-                    http = httpx.Client(headers=fabric.headers())
-                    lag_net = network(a, "lag", "10.1.0.0/24")
-                    lag = []
-                    for _ in range(100):
-                        port, _ = create_port(a, "lag", lag_net)
-                        answered = time.monotonic()
-                        while http.get(f"{fabric.url}/v1/roots/lag/objects/port/{port}").status_code != 200:
-                            time.sleep(0.005)
-                        lag.append(time.monotonic() - answered)
-                    http.close()
-                    report("Neutron port create: converge vs no-op driver", {
-                        "ports (each stack, interleaved)": args.ports,
-                        "median with converge": f"{statistics.median(lat_a) * 1000:.1f} ms",
-                        "median with no-op driver": f"{statistics.median(lat_b) * 1000:.1f} ms",
-                        "p90 with converge / no-op": f"{percentile(lat_a, 90) * 1000:.1f} / "
-                                                     f"{percentile(lat_b, 90) * 1000:.1f} ms",
-                        "ratio of medians": f"{ratio:.3f}",
-                        "API 201 -> on controller p50": f"{percentile(lag, 50) * 1000:.1f} ms",
-                        "API 201 -> on controller p99": f"{percentile(lag, 99) * 1000:.1f} ms",
-                    })
-
-                with NeutronStack(work / "adopt", mariadb=maria, mechanism_drivers=["converge_noop"],
-                                  periodic_workers=False, config=conf) as old:
-                    cloud = old.connection()
-                    made, began = 0, time.monotonic()
-                    while made < args.adopt_ports:
-                        project = f"old-{made // 1000}"
-                        net = network(cloud, project, "10.0.0.0/18")
-                        batch = min(1000, args.adopt_ports - made)
-                        for i in range(0, batch, 250):
-                            n = min(250, batch - i)
-                            cloud.network.post("/ports", json={"ports": [owned(project, network_id=net)
-                                                                         for _ in range(n)]}).raise_for_status()
-                        made += batch
-                    created = time.monotonic() - began
-                    config = [a for p in old.config_files for a in ("--config-file", str(p))]
-                    began = time.monotonic()
-                    done = subprocess.run([sys.executable, "-m", "converge.cli.main", "adopt", *config,
-                                           "--neutron-url", old.url, "--json"], capture_output=True, text=True)
-                    took = time.monotonic() - began
-                    summary = json.loads(done.stdout)
-                    began = time.monotonic()
-                    again = subprocess.run([sys.executable, "-m", "converge.cli.main", "adopt", *config,
-                                            "--neutron-url", old.url, "--json"], capture_output=True, text=True)
-                    took_again = time.monotonic() - began
-                    report("converge adopt", {
-                        "ports made (bulk API, no Converge)": f"{made} in {created:.0f} s",
-                        "resources adopted": summary["recorded"], "adopt time": f"{took:.1f} s",
-                        "second run (nothing to do)": f"{json.loads(again.stdout)['recorded']} recorded in "
-                                                      f"{took_again:.1f} s"})
+                if args.only in (None, "latency"):
+                    latency(work, maria, fabric, conf, args)
+                if args.only in (None, "adopt"):
+                    adopt(work, maria, conf, args)
         finally:
             maria.stop()
 
