@@ -1,9 +1,10 @@
 """``converge demo`` (default): the whole stack on one machine, driven like a cloud user.
 
 Starts a fabric controller, MariaDB, ``neutron-db-manage upgrade heads``, the Neutron API under uWSGI with
-the ``converge`` mechanism and extension drivers, and ``neutron-periodic-workers`` running Converge's
-sync worker (all on 127.0.0.1, stopped by PID at the end). Then, through openstacksdk: per project a
-network, a subnet, a security group with a rule, and ports bound to hosts. It waits until every project's
+the ``converge`` mechanism and extension drivers and the ``converge_router`` L3 plugin, and
+``neutron-periodic-workers`` running Converge's sync worker (all on 127.0.0.1, stopped by PID at the
+end). Then, through openstacksdk: an external network, and per project a network, a subnet, a security
+group with a rule, ports bound to hosts, a router with a gateway and an interface, a floating IP. It waits until every project's
 controller ETag equals the fingerprint of its intent, every bound port is ACTIVE in Neutron and every
 resource reads ``converge:sync_state: synced``, and prints the status.
 """
@@ -25,20 +26,40 @@ from converge.store import db, sync
 
 
 def build_topology(cloud: Any, projects: int) -> list[str]:
-    """Per project: network, subnet, security group + rule, three bound ports; returns the port ids."""
+    """An external network (admin project); per project: network, subnet, security group + rule, three
+    bound ports, a router with a gateway and an interface, a floating IP; returns the port ids."""
     ports: list[str] = []
+    public = cloud.network.create_network(project_id="demo-admin", name="public", is_router_external=True)
+    cloud.network.create_subnet(project_id="demo-admin", network_id=public.id, cidr="172.24.0.0/16", ip_version=4)
     for i in range(projects):
         project = f"demo-project-{i}"
         net = cloud.network.create_network(project_id=project, name=f"net-{i}")
         cloud.network.create_subnet(project_id=project, network_id=net.id, cidr=f"10.{i}.0.0/24", ip_version=4)
         group = cloud.network.create_security_group(project_id=project, name="web")
-        cloud.network.create_security_group_rule(project_id=project, security_group_id=group.id,
-                                                 direction="ingress", ethertype="IPv4", protocol="tcp",
-                                                 port_range_min=443, port_range_max=443)
+        cloud.network.create_security_group_rule(
+            project_id=project,
+            security_group_id=group.id,
+            direction="ingress",
+            ethertype="IPv4",
+            protocol="tcp",
+            port_range_min=443,
+            port_range_max=443,
+        )
         for vm in range(3):
-            port = cloud.network.create_port(project_id=project, network_id=net.id, name=f"vm-{vm}",
-                                             security_group_ids=[group.id], binding_host_id=f"compute-{vm}")
+            port = cloud.network.create_port(
+                project_id=project,
+                network_id=net.id,
+                name=f"vm-{vm}",
+                security_group_ids=[group.id],
+                binding_host_id=f"compute-{vm}",
+            )
             ports.append(port.id)
+        router = cloud.network.create_router(
+            project_id=project, name=f"router-{i}", external_gateway_info={"network_id": public.id}
+        )
+        subnet = next(iter(cloud.network.subnets(network_id=net.id)))
+        cloud.network.add_interface_to_router(router, subnet_id=subnet.id)
+        cloud.network.create_ip(project_id=project, floating_network_id=public.id, port_id=ports[-1])
     return ports
 
 
@@ -50,11 +71,14 @@ def converged(engine: Any, client: FabricClient, cloud: Any, ports: list[str]) -
     differing = [r for r in roots if client.root_etag(r) != wanted[r]]
     active = sum(1 for p in ports if cloud.network.get_port(p).status == "ACTIVE")
     states = [n["converge:sync_state"] for n in cloud.network.get("/networks").json()["networks"]]
-    states += [p["converge:sync_state"] for p in cloud.network.get("/ports").json()["ports"]]
+    for collection in ("ports", "subnets", "routers", "floatingips", "security_groups"):
+        states += [r["converge:sync_state"] for r in cloud.network.get(f"/{collection}").json()[collection]]
     synced = sum(1 for s in states if s == "synced")
     done = not pending and not differing and active == len(ports) and synced == len(states)
-    return done, (f"journal roots pending {len(pending)}, projects differing {len(differing)}, "
-                  f"ports ACTIVE {active}/{len(ports)}, resources synced {synced}/{len(states)}")
+    return done, (
+        f"journal roots pending {len(pending)}, projects differing {len(differing)}, "
+        f"ports ACTIVE {active}/{len(ports)}, resources synced {synced}/{len(states)}"
+    )
 
 
 def run(cfg: Settings, args: argparse.Namespace) -> int:
@@ -68,15 +92,22 @@ def run(cfg: Settings, args: argparse.Namespace) -> int:
         output.console.print(f"fabric controller: {fabric.url} (pid {fabric.pid})")
         converge = {"controller_urls": fabric.url, "token_file": str(fabric.token_file)}
         began = time.monotonic()
-        with NeutronStack(work / "neutron", mechanism_drivers=["converge"], config={"converge": converge},
-                          ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}) as stack:
-            output.console.print(f"Neutron API: {stack.url} (MariaDB, uWSGI, periodic workers) up in "
-                                 f"{time.monotonic() - began:.1f} s")
+        with NeutronStack(
+            work / "neutron",
+            mechanism_drivers=["converge"],
+            config={"converge": converge},
+            service_plugins=["converge_router"],
+            ml2_config={"ml2": {"extension_drivers": "port_security,converge"}},
+        ) as stack:
+            output.console.print(
+                f"Neutron API: {stack.url} (MariaDB, uWSGI, periodic workers) up in {time.monotonic() - began:.1f} s"
+            )
             cloud = stack.connection()
             began = time.monotonic()
             ports = build_topology(cloud, args.projects)
-            output.console.print(f"created {args.projects} projects through the Neutron API in "
-                                 f"{time.monotonic() - began:.1f} s")
+            output.console.print(
+                f"created {args.projects} projects through the Neutron API in {time.monotonic() - began:.1f} s"
+            )
             engine = db.make_engine(stack.db_url)
             client = FabricClient([fabric.url], fabric.token, writer="converge-demo")
             deadline = time.monotonic() + 120
@@ -93,6 +124,5 @@ def run(cfg: Settings, args: argparse.Namespace) -> int:
             engine.dispose()
             if not done:
                 return output.fail(f"not converged after 120 s: {summary}", 1)
-            output.console.print(f"[green bold]converged[/green bold] {took:.1f} s after the first API call: "
-                                 f"{summary}")
+            output.console.print(f"[green bold]converged[/green bold] {took:.1f} s after the first API call: {summary}")
             return 0
