@@ -4,9 +4,9 @@ Starts a fabric controller, MariaDB, ``neutron-db-manage upgrade heads``, the Ne
 the ``converge`` mechanism and extension drivers and the ``converge_router`` L3 plugin, and
 ``neutron-periodic-workers`` running Converge's sync worker (all on 127.0.0.1, stopped by PID at the
 end). Then, through openstacksdk: an external network, and per project a network, a subnet, a security
-group with a rule, ports bound to hosts, a router with a gateway and an interface, a floating IP. It waits until every project's
-controller ETag equals the fingerprint of its intent, every bound port is ACTIVE in Neutron and every
-resource reads ``converge:sync_state: synced``, and prints the status.
+group with a rule, ports bound to hosts, a router with a gateway and an interface, a floating IP. It
+waits until every project's controller ETag equals the fingerprint of its intent, every bound port is
+ACTIVE in Neutron and every resource reads ``converge:sync_state: synced``, and prints the status.
 """
 
 from __future__ import annotations
