@@ -110,13 +110,9 @@ class ConvergeL3RouterPlugin(L3RouterPlugin):  # type: ignore[misc]
         log.info("converge L3 router plugin ready")
 
 
-_subscribed = False
 
 
 def subscribe() -> None:
-    global _subscribed
-    if _subscribed:
-        return
     for event, handler in ((events.PRECOMMIT_CREATE, _router_created), (events.PRECOMMIT_UPDATE, _router_updated),
                            (events.PRECOMMIT_DELETE, _router_deleted)):
         registry.subscribe(handler, resources.ROUTER, event, priority=AFTER_NEUTRON)
@@ -132,7 +128,6 @@ def subscribe() -> None:
                                                      events.AFTER_DELETE))):
         for event in after:
             registry.subscribe(_nudge, resource, event)
-    _subscribed = True
 
 
 def _plugin() -> Any:

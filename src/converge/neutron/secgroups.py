@@ -15,14 +15,9 @@ from neutron_lib.callbacks import events, registry, resources
 from converge.core.kinds import Kind
 from converge.neutron import recorder, translate
 
-_subscribed = False
-
 
 def subscribe() -> None:
-    """Subscribe once per process (the driver's ``initialize`` may run more than once)."""
-    global _subscribed
-    if _subscribed:
-        return
+    """Idempotent: neutron-lib keeps one subscription per callback however often the driver initialises."""
     registry.subscribe(_group_created, resources.SECURITY_GROUP, events.PRECOMMIT_CREATE)
     registry.subscribe(_group_updated, resources.SECURITY_GROUP, events.PRECOMMIT_UPDATE)
     registry.subscribe(_group_deleted, resources.SECURITY_GROUP, events.PRECOMMIT_DELETE)
@@ -33,7 +28,6 @@ def subscribe() -> None:
     registry.subscribe(_nudge, resources.SECURITY_GROUP, events.AFTER_DELETE)
     registry.subscribe(_nudge, resources.SECURITY_GROUP_RULE, events.AFTER_CREATE)
     registry.subscribe(_nudge, resources.SECURITY_GROUP_RULE, events.AFTER_DELETE)
-    _subscribed = True
 
 
 def _group_created(resource: str, event: str, trigger: Any, payload: Any) -> None:

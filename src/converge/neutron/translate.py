@@ -16,9 +16,11 @@ than failing the user's API call.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from converge.core.ids import InvalidId, root_id
 from converge.core.kinds import Kind
 from converge.store.intent import Change
 from converge.store.schema import JournalOp
@@ -68,7 +70,13 @@ NO_PROJECT = "no-project"
 
 
 def root_of(resource: Mapping[str, Any]) -> str:
-    return str(resource.get("project_id") or resource.get("tenant_id") or NO_PROJECT)
+    project = str(resource.get("project_id") or resource.get("tenant_id") or NO_PROJECT)
+    try:
+        return root_id(project)
+    except InvalidId:
+        # Neutron takes any project id up to 255 characters; Keystone's are hex, but not every cloud's:
+        # one that is not a valid root id maps to a stable one of its own.
+        return "project-" + hashlib.sha256(project.encode()).hexdigest()[:40]
 
 
 # Standard attributes some hooks see before Neutron fills them in (a port's create precommit has no

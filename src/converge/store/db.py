@@ -31,6 +31,13 @@ class db_now(FunctionElement[float]):  # noqa: N801 - reads like the SQL functio
     inherit_cache = True
 
 
+@compiles(db_now)
+def _now_default(element: db_now, compiler: Any, **kw: Any) -> str:
+    # Only for printing a statement (str(stmt), SQL echo listeners): the dialects Converge runs on have
+    # their own forms below.
+    return "EXTRACT(EPOCH FROM CURRENT_TIMESTAMP)"
+
+
 @compiles(db_now, "sqlite")
 def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
     return "((julianday('now') - 2440587.5) * 86400.0)"
