@@ -9,19 +9,14 @@ import json
 import subprocess
 import sys
 
-import pytest
+from neutron_support import MARKS
 from test_neutron_converge import COLLECTIONS
 
 from converge.neutron import translate
 from converge.testing.fabric import FabricProcess
 from converge.testing.neutron import NeutronStack, owned
 
-pytestmark = [
-    pytest.mark.neutron,
-    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
-    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
-    pytest.mark.filterwarnings("ignore:Support for InfluxDB requires"),
-]
+pytestmark = MARKS
 
 
 def converge(*args, check=True):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from neutron_support import MARKS
 
 # No skips: scripts/setup installs Neutron, openstacksdk and uWSGI, so their absence is a failure to see.
 from openstack import exceptions  # noqa: E402
@@ -22,13 +23,7 @@ from openstack.connection import Connection  # noqa: E402
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, NeutronStartError, owned  # noqa: E402
 
-pytestmark = [
-    pytest.mark.neutron,
-    # openstacksdk 4.x warns about its own internals on every call.
-    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
-    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
-    pytest.mark.filterwarnings("ignore:Support for InfluxDB requires"),
-]
+pytestmark = MARKS
 
 PROJECT = "p-harness"
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from neutron_support import MARKS
 from openstack.connection import Connection
 
 from converge.core.kinds import Kind
@@ -24,12 +25,7 @@ from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, owned
 
-pytestmark = [
-    pytest.mark.neutron,
-    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
-    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
-    pytest.mark.filterwarnings("ignore:Support for InfluxDB requires"),
-]
+pytestmark = MARKS
 
 COLLECTIONS = {Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
                Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules",

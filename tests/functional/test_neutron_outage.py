@@ -9,18 +9,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from neutron_support import MARKS
 from test_neutron_converge import DEADLINE, sync_states, wait_converged
 
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, owned
 
-pytestmark = [
-    pytest.mark.neutron,
-    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
-    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
-    pytest.mark.filterwarnings("ignore:Support for InfluxDB requires"),
-]
+pytestmark = MARKS
 
 OUTAGE = 30.0
 PORTS_DURING_OUTAGE = 200
