@@ -32,6 +32,10 @@ from converge.testing.neutron import NeutronStack, owned  # noqa: E402
 ML2 = {"ml2": {"extension_drivers": "port_security,converge"}}
 
 
+def mac(n: int) -> str:
+    return "fa:16:3f:" + ":".join(f"{(n >> shift) & 0xFF:02x}" for shift in (16, 8, 0))
+
+
 def network(cloud, project: str, cidr: str) -> str:
     net = cloud.network.create_network(**owned(project, name="bench"))
     cloud.network.create_subnet(**owned(project, network_id=net.id, cidr=cidr, ip_version=4))
@@ -98,8 +102,9 @@ def adopt(work: Path, maria: MariaDB, conf: dict, args: argparse.Namespace) -> N
             batch = min(1000, args.adopt_ports - made)
             for i in range(0, batch, 250):
                 n = min(250, batch - i)
+                # Explicit MACs: Neutron's generated ones collided now and then in big bulk creates.
                 answer = cloud.network.post("/ports", json={"ports": [
-                    owned(project, network_id=net) for _ in range(n)]})
+                    owned(project, network_id=net, mac_address=mac(made + i + k)) for k in range(n)]})
                 if answer.status_code != 201:
                     raise SystemExit(f"bulk port create: HTTP {answer.status_code} {answer.text}")
             made += batch
