@@ -14,7 +14,7 @@ from oslo_config import cfg
 
 from converge.backends.fabric import FabricClient
 from converge.engine.worker import Worker, WorkerConfig
-from converge.neutron import config
+from converge.neutron import config, recorder
 from converge.neutron.port_status import PortStatusListener
 from converge.store import db, leases
 from converge.store.leases import LeaseTiming
@@ -48,6 +48,7 @@ class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
         self._worker = build_worker(cfg.CONF)
         self._thread = threading.Thread(target=self._worker.run, name="converge-sync", daemon=True)
         self._thread.start()
+        recorder.register_nudge(self._worker.nudge)  # changes recorded in this process wake it at once
         client = self._worker.backend
         assert isinstance(client, FabricClient)
         self._ports = PortStatusListener(client, config.token(cfg.CONF))
