@@ -65,16 +65,23 @@ REVISIONS: dict[tuple[str, str], int] = {}
 
 
 def controller_state(fabric: FabricProcess, project: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["id"]): o["attributes"] for o in fabric.objects(project)}
+
+
+def states(cloud: Connection, fabric: FabricProcess, project: str) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """Neutron's and the controller's state, the controller read first: Neutron's revision numbers only
+    grow, so a revision on the controller (it orders writes) never runs ahead of one read after it."""
     objects = fabric.objects(project)
-    for o in objects:  # the revision orders writes; it never runs ahead of Neutron's own number
-        assert o["revision"] <= REVISIONS.get((o["kind"], o["id"]), o["revision"])
-    return {(o["kind"], o["id"]): o["attributes"] for o in objects}
+    want = neutron_state(cloud, project)
+    for o in objects:
+        assert o["revision"] <= REVISIONS.get((o["kind"], o["id"]), o["revision"]), o
+    return want, {(o["kind"], o["id"]): o["attributes"] for o in objects}
 
 
 def wait_converged(cloud: Connection, fabric: FabricProcess, project: str) -> dict[tuple[str, str], Any]:
     end = time.monotonic() + DEADLINE
     while True:
-        want, have = neutron_state(cloud, project), controller_state(fabric, project)
+        want, have = states(cloud, fabric, project)
         if want == have:
             return want
         if time.monotonic() > end:
