@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from neutron_support import MARKS
+from neutron_support import MARKS, module_fabric  # noqa: F401 - the shared "fabric" fixture
 from openstack.connection import Connection
 
 from converge.core.kinds import Kind
@@ -27,12 +27,6 @@ pytestmark = MARKS
 COLLECTIONS = {Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
                Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules"}
 DEADLINE = 60.0
-
-
-@pytest.fixture(scope="module")
-def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
-    with FabricProcess(tmp_path_factory.mktemp("fabric"), faults=True, port_up_delay=0.2) as process:
-        yield process
 
 
 @pytest.fixture(scope="module")

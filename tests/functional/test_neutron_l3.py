@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from neutron_support import MARKS
+from neutron_support import MARKS, module_fabric  # noqa: F401 - the shared "fabric" fixture
 from openstack.connection import Connection
 
 from converge.core.kinds import Kind
@@ -31,12 +31,6 @@ COLLECTIONS = {Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "por
                Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules",
                Kind.ROUTER: "routers", Kind.FLOATING_IP: "floatingips"}
 DEADLINE = 60.0
-
-
-@pytest.fixture(scope="module")
-def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
-    with FabricProcess(tmp_path_factory.mktemp("fabric"), faults=True, port_up_delay=0.2) as process:
-        yield process
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
 
 import pytest
-from neutron_support import MARKS
+from neutron_support import MARKS, module_fabric  # noqa: F401 - the shared "fabric" fixture
 from test_neutron_converge import DEADLINE, sync_states, wait_converged
 
 from converge.testing.fabric import FabricProcess
@@ -20,12 +19,6 @@ pytestmark = MARKS
 
 OUTAGE = 30.0
 PORTS_DURING_OUTAGE = 200
-
-
-@pytest.fixture(scope="module")
-def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
-    with FabricProcess(tmp_path_factory.mktemp("fabric"), faults=True, port_up_delay=0.2) as process:
-        yield process
 
 
 @pytest.fixture(scope="module")
