@@ -161,12 +161,20 @@ def _router_deleted(resource: str, event: str, trigger: Any, payload: Any) -> No
 
 
 def _record_gateway(context: Any, port: Mapping[str, Any], *, gone: bool) -> None:
-    """The router again, its gateway read from the gateway port being written (or deleted)."""
+    """The router again, its gateway read from the gateway port being written (or deleted).
+
+    This transaction writes the port, not the router: a plain read of the router could be older than a
+    concurrent router update that has already recorded a higher revision, and the ordering guard would
+    then drop this gateway change. So the router's revision is bumped here, as Neutron bumps a resource
+    whose part changes: its version-checked UPDATE conflicts with any concurrent writer of the router
+    (StaleDataError, or a Galera certification failure), which Neutron's DB retry answers by running the
+    whole port operation again on fresh rows. The recorded revision is the bumped one."""
     plugin = _plugin()
     try:
         router_db = plugin._get_router(context, port["device_id"])
     except l3_exc.RouterNotFound:  # a leftover gateway port of a router already gone: nothing to update
         return
+    router_db.bump_revision()
     router = _shown("routers", router_with_gateway(plugin._make_router_dict(router_db), None if gone else port,
                                                    enable_snat=router_db.enable_snat))
     recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, router, created=False)))
