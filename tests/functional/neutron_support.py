@@ -1,10 +1,26 @@
-"""Shared by the modules that drive the real Neutron API: their pytest marks."""
+"""Shared by the modules that drive the real Neutron API: their pytest marks, the module's controller, a
+stack with Converge loaded, and the comparison every such test ends with.
 
-from collections.abc import Iterator
+The comparison: Neutron's API is the truth, translated exactly as the driver translates it
+(``translate.attributes``); the controller must hold exactly that, per project (its root) — no object
+missing, none extra, no attribute different — and never a revision above the one Neutron shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
+from openstack.connection import Connection
 
+from converge.core.kinds import Kind
+from converge.neutron import translate
 from converge.testing.fabric import FabricProcess
+from converge.testing.mariadb import MariaDB
+from converge.testing.neutron import NeutronStack
 
 MARKS = [
     pytest.mark.neutron,
@@ -14,9 +30,114 @@ MARKS = [
     pytest.mark.filterwarnings("ignore:Support for InfluxDB requires"),
 ]
 
+Key = tuple[str, str]  # (kind, id), as the controller names an object
+State = dict[Key, dict[str, Any]]
+
+COLLECTIONS: dict[Kind, str] = {
+    Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
+    Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules"}
+# The collections whose resources carry converge:sync_state (rules are synced with their group's root).
+SYNCED = ("networks", "subnets", "ports", "security_groups")
+DEADLINE = 60.0
+POLL = 0.2
+
 
 @pytest.fixture(scope="module", name="fabric")
 def module_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     """One controller per module, with faults, ports going up 0.2 s after creation."""
     with FabricProcess(tmp_path_factory.mktemp("fabric"), faults=True, port_up_delay=0.2) as process:
         yield process
+
+
+def converge_stack(workdir: Path, *, mariadb: MariaDB, fabric: FabricProcess) -> NeutronStack:
+    """Neutron with Converge as its only mechanism driver, its extension driver, and a sync worker that
+    polls every 50 ms and sweeps every 2 s against ``fabric``; not started (a context manager)."""
+    converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2, "poll_interval": 0.05}
+    return NeutronStack(workdir, mariadb=mariadb, mechanism_drivers=["converge"], config={"converge": converge},
+                        ml2_config={"ml2": {"extension_drivers": "port_security,converge"}})
+
+
+def listed(cloud: Connection, collection: str, project: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cloud.network.get(f"/{collection}?project_id={project}").json()[collection]
+    return items
+
+
+def neutron_items(cloud: Connection, project: str, collections: Mapping[Kind, str] = COLLECTIONS
+                  ) -> dict[Key, dict[str, Any]]:
+    """Every resource Neutron lists for a project, as the API returns it."""
+    return {(kind.value, item["id"]): item
+            for kind, collection in collections.items() for item in listed(cloud, collection, project)}
+
+
+def neutron_state(cloud: Connection, project: str, collections: Mapping[Kind, str] = COLLECTIONS) -> State:
+    """What Neutron holds for a project, as Converge should have sent it: (kind, id) → attributes."""
+    return {key: translate.attributes(Kind(key[0]), item)
+            for key, item in neutron_items(cloud, project, collections).items()}
+
+
+def controller_state(fabric: FabricProcess, project: str) -> State:
+    return {(o["kind"], o["id"]): o["attributes"] for o in fabric.objects(project)}
+
+
+def states(cloud: Connection, fabric: FabricProcess, project: str,
+           collections: Mapping[Kind, str] = COLLECTIONS) -> tuple[State, State]:
+    """Neutron's and the controller's state, the controller read first: Neutron's revision numbers only
+    grow, so a revision on the controller (it orders writes) never runs ahead of one read after it."""
+    objects = fabric.objects(project)
+    items = neutron_items(cloud, project, collections)
+    for o in objects:
+        item = items.get((o["kind"], o["id"]))
+        if item is not None:
+            neutron = int(item.get("revision_number") or 0)
+            assert o["revision"] <= neutron, (
+                f"{o['kind']} {o['id']}: revision {o['revision']} on the controller, {neutron} in Neutron after it")
+    want = {key: translate.attributes(Kind(key[0]), item) for key, item in items.items()}
+    return want, {(o["kind"], o["id"]): o["attributes"] for o in objects}
+
+
+def describe(want: State, have: State) -> str:
+    """What keeps the controller from Neutron's state: objects missing, extra, and the fields that differ."""
+
+    def named(state: State, keys: set[Key]) -> list[str]:
+        return [f"{k[0]} {k[1]} {state[k].get('name', '')!r}" for k in sorted(keys)[:5]]
+
+    differ = sorted(k for k in set(want) & set(have) if want[k] != have[k])[:3]
+    fields = {f"{k[0]} {k[1]}": {f: (want[k].get(f), have[k].get(f)) for f in sorted(set(want[k]) | set(have[k]))
+                                 if want[k].get(f) != have[k].get(f)} for k in differ}
+    return (f"missing on the controller {named(want, set(want) - set(have))}, "
+            f"extra on the controller {named(have, set(have) - set(want))}, "
+            f"differing fields (neutron, controller) {fields}")
+
+
+def wait_converged(cloud: Connection, fabric: FabricProcess, *projects: str,
+                   collections: Mapping[Kind, str] = COLLECTIONS, deadline: float = DEADLINE) -> State:
+    """Until the controller holds exactly Neutron's state for every project; the union of those states.
+    After ``deadline`` seconds, fails naming what differs per project and what Neutron shows as not synced."""
+    end = time.monotonic() + deadline
+    while True:
+        pairs = {p: states(cloud, fabric, p, collections) for p in projects}
+        if all(want == have for want, have in pairs.values()):
+            return {k: v for want, _ in pairs.values() for k, v in want.items()}
+        if time.monotonic() > end:
+            wrong = {p: describe(want, have) for p, (want, have) in pairs.items() if want != have}
+            shown = {p: {i: s for c in SYNCED if c in collections.values()
+                         for i, s in sync_states(cloud, c, p).items() if s != ("synced", None)} for p in wrong}
+            pytest.fail(f"not converged after {deadline:.0f} s: {wrong}; not synced according to Neutron: {shown}")
+        time.sleep(POLL)
+
+
+def sync_states(cloud: Connection, collection: str, project: str) -> dict[str, tuple[str, str | None]]:
+    return {i["id"]: (i["converge:sync_state"], i["converge:sync_error"]) for i in listed(cloud, collection, project)}
+
+
+def wait_synced(cloud: Connection, project: str, collections: tuple[str, ...] = SYNCED) -> None:
+    """Every resource of the project reads ``synced``. The status row can land just after the controller
+    answered (and after a wait_converged saw the result), so this polls before it asserts."""
+    end = time.monotonic() + DEADLINE
+    while True:
+        unsynced = {(c, i): s for c in collections for i, s in sync_states(cloud, c, project).items()
+                    if s != ("synced", None)}
+        if not unsynced or time.monotonic() > end:
+            break
+        time.sleep(POLL)
+    assert unsynced == {}, f"{project}: not synced after {DEADLINE:.0f} s"

@@ -10,88 +10,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from neutron_support import MARKS, module_fabric  # noqa: F401 - the shared "fabric" fixture
+from neutron_support import (  # noqa: F401 - module_fabric: the shared "fabric" fixture
+    COLLECTIONS,
+    DEADLINE,
+    MARKS,
+    controller_state,
+    converge_stack,
+    module_fabric,
+    sync_states,
+    wait_converged,
+)
 from openstack.connection import Connection
 
-from converge.core.kinds import Kind
-from converge.neutron import translate
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, owned
 
 pytestmark = MARKS
-
-COLLECTIONS = {Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
-               Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules"}
-DEADLINE = 60.0
+__all__ = ["COLLECTIONS", "DEADLINE", "sync_states", "wait_converged"]  # still imported from here by other modules
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: FabricProcess
           ) -> Iterator[NeutronStack]:
-    converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2,
-                "poll_interval": 0.05}
-    with NeutronStack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, mechanism_drivers=["converge"],
-                      config={"converge": converge},
-                      ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}) as stack:
+    with converge_stack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, fabric=fabric) as stack:
         yield stack
 
 
 @pytest.fixture(scope="module")
 def cloud(stack: NeutronStack) -> Connection:
     return stack.connection()
-
-
-def neutron_state(cloud: Connection, project: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """What Neutron holds for a project, as Converge should have sent it: (kind, id) → attributes."""
-    out = {}
-    for kind, collection in COLLECTIONS.items():
-        for item in cloud.network.get(f"/{collection}?project_id={project}").json()[collection]:
-            out[(kind.value, item["id"])] = translate.attributes(kind, item)
-            REVISIONS[(kind.value, item["id"])] = int(item.get("revision_number") or 0)
-    return out
-
-
-REVISIONS: dict[tuple[str, str], int] = {}
-
-
-def controller_state(fabric: FabricProcess, project: str) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(o["kind"], o["id"]): o["attributes"] for o in fabric.objects(project)}
-
-
-def states(cloud: Connection, fabric: FabricProcess, project: str) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """Neutron's and the controller's state, the controller read first: Neutron's revision numbers only
-    grow, so a revision on the controller (it orders writes) never runs ahead of one read after it."""
-    objects = fabric.objects(project)
-    want = neutron_state(cloud, project)
-    for o in objects:
-        assert o["revision"] <= REVISIONS.get((o["kind"], o["id"]), o["revision"]), o
-    return want, {(o["kind"], o["id"]): o["attributes"] for o in objects}
-
-
-def wait_converged(cloud: Connection, fabric: FabricProcess, project: str) -> dict[tuple[str, str], Any]:
-    end = time.monotonic() + DEADLINE
-    while True:
-        want, have = states(cloud, fabric, project)
-        if want == have:
-            return want
-        if time.monotonic() > end:
-            missing = sorted(set(want) - set(have))[:5]
-            extra = sorted(set(have) - set(want))[:5]
-            differ = [k for k in set(want) & set(have) if want[k] != have[k]][:3]
-            fields = {k: {f: (want[k].get(f), have[k].get(f)) for f in set(want[k]) | set(have[k])
-                          if want[k].get(f) != have[k].get(f)} for k in differ}
-            pytest.fail(f"not converged after {DEADLINE:.0f} s: missing {missing}, extra {extra}, "
-                        f"differing (neutron, controller): {fields}")
-        time.sleep(0.2)
-
-
-def sync_states(cloud: Connection, collection: str, project: str) -> dict[str, tuple[str, str | None]]:
-    items = cloud.network.get(f"/{collection}?project_id={project}").json()[collection]
-    return {i["id"]: (i["converge:sync_state"], i["converge:sync_error"]) for i in items}
 
 
 def test_networks_subnets_ports_and_security_groups_converge_and_read_synced(cloud, fabric):
