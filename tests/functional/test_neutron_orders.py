@@ -31,10 +31,6 @@ from converge.testing.neutron import NeutronStack, owned
 
 pytestmark = MARKS
 
-# The step a known bug keeps from converging fails after this long rather than DEADLINE: three sweeps
-# (every 2 s) and some 100 journal polls have passed, so the module stays fast while the bug is open. Such
-# tests are xfail(strict, raises=Failed): only wait_converged timing out counts as the known failure.
-KNOWN_BUG_DEADLINE = 6.0
 RULE = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp"}
 
 
@@ -228,15 +224,9 @@ def test_security_group_rules_go_with_their_group_in_either_order(cloud, fabric,
     wait_synced(cloud, project)
 
 
-REMOTE_GROUP_BUG = (
-    "Deleting a security group also deletes (FK ondelete CASCADE on remote_group_id) the rules of OTHER groups "
-    "that name it as remote group; Converge records only the group's own rules (PRECOMMIT_DELETE metadata "
-    "security_group_rule_ids), so the other group's rule stays in intent and on the controller, which then "
-    "refuses to delete the group that rule still names: both stay on the controller.")
-
-
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=REMOTE_GROUP_BUG)
 def test_deleting_a_group_takes_the_rules_of_other_groups_that_name_it(cloud, fabric):
+    """The database cascades to rules naming the group as remote group, with no event of their own; left in
+    intent, such a rule would keep the controller from deleting the group it names."""
     project = "p-sg-remote"
     group = cloud.network.create_security_group(**owned(project, name="app"))
     other = cloud.network.create_security_group(**owned(project, name="clients"))
@@ -246,7 +236,7 @@ def test_deleting_a_group_takes_the_rules_of_other_groups_that_name_it(cloud, fa
 
     cloud.network.delete_security_group(group)
     assert naming.id not in {r.id for r in cloud.network.security_group_rules(security_group_id=other.id)}
-    state = wait_converged(cloud, fabric, project, deadline=KNOWN_BUG_DEADLINE)
+    state = wait_converged(cloud, fabric, project)
     assert not {group.id, naming.id} & {oid for _, oid in state}
     assert other.id in kinds(state, "security_group")
 
@@ -283,17 +273,11 @@ def test_a_subnet_updated_then_refused_while_a_port_holds_its_address_then_delet
     wait_synced(cloud, project)
 
 
-STRIPPED_ADDRESS_BUG = (
-    "Deleting a subnet removes its IP allocations from ports Neutron may strip (auto-delete owners such as "
-    "network:dhcp; any port on an IPv6 SLAAC/DHCPv6-stateless subnet) straight in the database "
-    "(IPAllocation.delete_alloc_by_subnet_id), with no port update hook: Converge records no change to those "
-    "ports, and the controller keeps their fixed_ips with the deleted subnet's address.")
-
-
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=STRIPPED_ADDRESS_BUG)
 @pytest.mark.parametrize("slaac", [pytest.param(False, id="DHCP port, IPv4 subnet"),
                                    pytest.param(True, id="user port, IPv6 SLAAC subnet")])
 def test_deleting_a_subnet_strips_its_address_from_the_ports_neutron_allows(cloud, fabric, slaac):
+    """Neutron removes the subnet's IP allocations from those ports straight in the database, with no port
+    hook and no revision bump (see ``converge.neutron.subnets``)."""
     n = 2 if slaac else 1
     project = f"p-stripped-{n}"
     net = cloud.network.create_network(**owned(project, name="stripped"))
@@ -315,7 +299,7 @@ def test_deleting_a_subnet_strips_its_address_from_the_ports_neutron_allows(clou
 
     cloud.network.delete_subnet(doomed)  # allowed: Neutron strips the address from the port itself
     assert [ip["subnet_id"] for ip in cloud.network.get_port(port.id).fixed_ips] == [kept.id]
-    state = wait_converged(cloud, fabric, project, deadline=KNOWN_BUG_DEADLINE)
+    state = wait_converged(cloud, fabric, project)
     assert [ip["subnet_id"] for ip in state[("port", port.id)]["fixed_ips"]] == [kept.id]
 
 

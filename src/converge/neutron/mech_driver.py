@@ -16,7 +16,7 @@ from neutron_lib.plugins.ml2 import api
 from oslo_config import cfg
 
 from converge.core.kinds import Kind
-from converge.neutron import config, port_status, recorder, secgroups, translate
+from converge.neutron import config, port_status, recorder, secgroups, subnets, translate
 from converge.neutron.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
     def initialize(self) -> None:
         config.register(cfg.CONF)
         secgroups.subscribe()
+        subnets.subscribe()
         log.info("converge mechanism driver ready (controllers: %s)", ", ".join(cfg.CONF.converge.controller_urls))
 
     # -- intent --------------------------------------------------------------------------------------

@@ -3,14 +3,18 @@ the same transaction as the Neutron change, like the ML2 hooks.
 
 A group's precommit-create payload carries the rules Neutron created with it (the default rules of a
 project's default group arrive this way); a group's precommit-delete payload names its rules, deleted
-with it by cascade.
+with it by cascade. The database also cascades to the rules of *other* groups that name the deleted one
+as their remote group (``remote_group_id ... ON DELETE CASCADE``), with no event of their own: they are
+read at the group's precommit delete and deleted from intent with it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from neutron.db.models import securitygroup as sg_models
 from neutron_lib.callbacks import events, registry, resources
+from sqlalchemy import select
 
 from converge.core.kinds import Kind
 from converge.neutron import recorder, translate
@@ -46,6 +50,12 @@ def _group_deleted(resource: str, event: str, trigger: Any, payload: Any) -> Non
     rule_ids = (payload.metadata or {}).get("security_group_rule_ids") or [
         r["id"] for r in group.get("security_group_rules") or ()]
     changes = [translate.delete(Kind.SECURITY_GROUP_RULE, None, oid=rid, root=root) for rid in rule_ids]
+    naming = select(sg_models.SecurityGroupRule.id, sg_models.SecurityGroupRule.project_id).where(
+        sg_models.SecurityGroupRule.remote_group_id == group["id"],
+        sg_models.SecurityGroupRule.security_group_id != group["id"])
+    changes += [translate.delete(Kind.SECURITY_GROUP_RULE, None, oid=row.id,
+                                 root=translate.root_of({"project_id": row.project_id}))
+                for row in payload.context.session.execute(naming)]
     changes.append(translate.delete(Kind.SECURITY_GROUP, group, oid=group["id"], root=root))
     recorder.record_in(payload.context, changes)
 
