@@ -33,6 +33,13 @@ OPTS = [
                 help="vif_details of ports Converge binds (key:value pairs)."),
     cfg.ListOpt("bind_network_types", default=["vxlan", "vlan", "flat"],
                 help="Segment types Converge binds ports on."),
+    cfg.ListOpt("physical_networks", default=[],
+                help="Physical networks the fabric reaches: vlan and flat segments on others are left to "
+                     "other drivers (empty: any)."),
+    cfg.ListOpt("bind_hosts", default=[],
+                help="Hosts whose ports Converge binds, as shell-style patterns (compute-*); other hosts are "
+                     "left to other drivers and filtered out of agent scheduling for Converge's segments "
+                     "(empty: every host)."),
 ]
 
 

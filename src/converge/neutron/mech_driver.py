@@ -3,7 +3,8 @@
 Precommit hooks record intent in Neutron's transaction (one desired-row upsert and one journal row per
 change) and do nothing else: no controller I/O ever happens on the API path. Postcommit hooks only wake
 the workers. ``bind_port`` binds vxlan, vlan and flat segments with the configured vif_type and
-vif_details; bound and unbound ports both reach the controller. Every API worker, the periodic-workers
+vif_details (only for the hosts and physical networks it serves: ``converge.neutron.binding``, which also
+answers ML2's host filtering); bound and unbound ports both reach the controller. Every API worker, the periodic-workers
 process and any agent may load this driver: ``initialize`` holds no shared state beyond the process.
 """
 
@@ -16,7 +17,7 @@ from neutron_lib.plugins.ml2 import api
 from oslo_config import cfg
 
 from converge.core.kinds import Kind
-from converge.neutron import config, port_status, recorder, secgroups, subnets, translate
+from converge.neutron import binding, config, port_status, recorder, secgroups, subnets, translate
 from converge.neutron.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,17 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
     # -- binding -------------------------------------------------------------------------------------
     def bind_port(self, context: Any) -> None:
         opts = cfg.CONF.converge
-        for segment in context.segments_to_bind:
-            if segment[api.NETWORK_TYPE] in opts.bind_network_types:
-                context.set_binding(segment[api.ID], opts.vif_type, dict(opts.vif_details))
-                return
-        log.debug("converge: no segment of port %s is of a type it binds (%s)", context.current["id"],
-                  ", ".join(opts.bind_network_types))
+        segment = binding.BindingPolicy.from_options(opts).segment_to_bind(context.host, context.segments_to_bind)
+        if segment is None:
+            log.debug("converge: leaves port %s on host %s to other drivers (bind_hosts, bind_network_types, "
+                      "physical_networks)", context.current["id"], context.host)
+            return
+        context.set_binding(segment[api.ID], opts.vif_type, dict(opts.vif_details))
+
+    def filter_hosts_with_segment_access(self, context: Any, segments: Any, candidate_hosts: Any,
+                                         agent_getter: Any) -> set[str]:
+        """The candidate hosts Converge would bind a port of these segments for (agent scheduling)."""
+        return binding.BindingPolicy.from_options(cfg.CONF.converge).hosts_with_access(segments, candidate_hosts)
 
     # -- workers -------------------------------------------------------------------------------------
     def get_workers(self) -> list[Any]:
