@@ -12,7 +12,7 @@ Which hooks, and why (Neutron 29.0.0, ``neutron/db/l3_db.py`` and ``neutron/plug
   hints) are set, so this plugin subscribes at a later priority.
 - A router's gateway has no precommit event of its own: the gateway port is created, updated and deleted
   through ML2, which publishes ``PORT`` ``PRECOMMIT_*`` inside its transaction, so the router is recorded
-  again there with the gateway read from that port. ``update_router`` also ends in ``PRECOMMIT_UPDATE``
+  again there with the gateway read from that port (and its revision bumped: see ``_record_gateway``). ``update_router`` also ends in ``PRECOMMIT_UPDATE``
   after any gateway change; ``create_router`` does not, so on create the gateway port's transaction is
   the last one that can carry it. Neutron links the port to the router in the next transaction; if that
   one fails Neutron deletes the port, and the router is recorded again without it (a process dying
