@@ -17,7 +17,7 @@ import pytest
 from openstack.connection import Connection
 
 from converge.core.kinds import Kind
-from converge.neutron import translate
+from converge.neutron import l3, translate
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack
@@ -36,6 +36,9 @@ State = dict[Key, dict[str, Any]]
 COLLECTIONS: dict[Kind, str] = {
     Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
     Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules"}
+# With the L3 plugin: an interface is its port (device_owner network:router_interface), as the plugin records it.
+L3_COLLECTIONS: dict[Kind, str] = {**COLLECTIONS, Kind.ROUTER: "routers", Kind.FLOATING_IP: "floatingips",
+                                   Kind.ROUTER_INTERFACE: "ports"}
 # The collections whose resources carry converge:sync_state (rules are synced with their group's root).
 SYNCED = ("networks", "subnets", "ports", "security_groups")
 DEADLINE = 60.0
@@ -49,24 +52,33 @@ def module_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricPr
         yield process
 
 
-def converge_stack(workdir: Path, *, mariadb: MariaDB, fabric: FabricProcess) -> NeutronStack:
+def converge_stack(workdir: Path, *, mariadb: MariaDB, fabric: FabricProcess,
+                   service_plugins: tuple[str, ...] = ()) -> NeutronStack:
     """Neutron with Converge as its only mechanism driver, its extension driver, and a sync worker that
     polls every 50 ms and sweeps every 2 s against ``fabric``; not started (a context manager)."""
     converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2, "poll_interval": 0.05}
-    return NeutronStack(workdir, mariadb=mariadb, mechanism_drivers=["converge"], config={"converge": converge},
+    return NeutronStack(workdir, mariadb=mariadb, mechanism_drivers=["converge"], service_plugins=service_plugins,
+                        config={"converge": converge},
                         ml2_config={"ml2": {"extension_drivers": "port_security,converge"}})
 
 
-def listed(cloud: Connection, collection: str, project: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = cloud.network.get(f"/{collection}?project_id={project}").json()[collection]
+def listed(cloud: Connection, collection: str, project: str, query: str = "") -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cloud.network.get(f"/{collection}?project_id={project}{query}").json()[collection]
     return items
 
 
 def neutron_items(cloud: Connection, project: str, collections: Mapping[Kind, str] = COLLECTIONS
                   ) -> dict[Key, dict[str, Any]]:
-    """Every resource Neutron lists for a project, as the API returns it."""
-    return {(kind.value, item["id"]): item
-            for kind, collection in collections.items() for item in listed(cloud, collection, project)}
+    """Every resource Neutron lists for a project, as the API returns it (a router interface as the L3
+    plugin derives it from its port)."""
+    items = {(kind.value, item["id"]): item for kind, collection in collections.items()
+             if kind is not Kind.ROUTER_INTERFACE for item in listed(cloud, collection, project)}
+    if Kind.ROUTER_INTERFACE in collections:
+        for port in listed(cloud, "ports", project, "&device_owner=network:router_interface"):
+            interface = l3.interface_of(port)
+            assert interface is not None, port
+            items[(Kind.ROUTER_INTERFACE.value, port["id"])] = interface
+    return items
 
 
 def neutron_state(cloud: Connection, project: str, collections: Mapping[Kind, str] = COLLECTIONS) -> State:

@@ -16,32 +16,31 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import neutron_support
 import pytest
 import sqlalchemy
-from neutron_support import MARKS, module_fabric  # noqa: F401 - the shared "fabric" fixture
+from neutron_support import (
+    DEADLINE,
+    L3_COLLECTIONS,
+    MARKS,
+    State,
+    converge_stack,
+    listed,
+    module_fabric,  # noqa: F401 - the shared "fabric" fixture
+)
 from openstack.connection import Connection
 
-from converge.core.kinds import Kind
-from converge.neutron import l3, translate
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, owned
 
 pytestmark = MARKS
 
-COLLECTIONS = {Kind.NETWORK: "networks", Kind.SUBNET: "subnets", Kind.PORT: "ports",
-               Kind.SECURITY_GROUP: "security_groups", Kind.SECURITY_GROUP_RULE: "security_group_rules",
-               Kind.ROUTER: "routers", Kind.FLOATING_IP: "floatingips"}
-DEADLINE = 60.0
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: FabricProcess
           ) -> Iterator[NeutronStack]:
-    converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2, "poll_interval": 0.05}
-    with NeutronStack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, mechanism_drivers=["converge"],
-                      service_plugins=["converge_router"], config={"converge": converge},
-                      ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}) as stack:
+    with converge_stack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, fabric=fabric,
+                        service_plugins=("converge_router",)) as stack:
         yield stack
 
 
@@ -50,62 +49,15 @@ def cloud(stack: NeutronStack) -> Connection:
     return stack.connection()
 
 
-def listed(cloud: Connection, collection: str, query: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = cloud.network.get(f"/{collection}?{query}").json()[collection]
-    return items
-
-
-def neutron_state(cloud: Connection, project: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """What Neutron holds for a project, as Converge should have sent it: (kind, id) → attributes and, under
-    the key ``revision``, Neutron's revision_number."""
-    found: list[tuple[Kind, dict[str, Any]]] = [
-        (kind, item) for kind, collection in COLLECTIONS.items()
-        for item in listed(cloud, collection, f"project_id={project}")]
-    for port in listed(cloud, "ports", f"project_id={project}&device_owner=network:router_interface"):
-        interface = l3.interface_of(port)
-        assert interface is not None, port
-        found.append((Kind.ROUTER_INTERFACE, interface))
-    return {(kind.value, item["id"]): {**translate.attributes(kind, item),
-                                       "revision": int(item.get("revision_number") or 0)}
-            for kind, item in found}
-
-
-def states(cloud: Connection, fabric: FabricProcess, project: str) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """Neutron's and the controller's state (attributes), the controller read first. Neutron's revision
-    numbers only grow, so an object's revision on the controller (it orders writes) is never above the one
-    Neutron shows just after, for every object both hold."""
-    objects = fabric.objects(project)
-    want = neutron_state(cloud, project)
-    for o in objects:
-        key = (o["kind"], o["id"])
-        if key in want:
-            assert o["revision"] <= want[key]["revision"], (o, want[key])
-    return ({k: {f: v for f, v in attrs.items() if f != "revision"} for k, attrs in want.items()},
-            {(o["kind"], o["id"]): o["attributes"] for o in objects})
-
-
-def wait_converged(cloud: Connection, fabric: FabricProcess, *projects: str) -> dict[tuple[str, str], Any]:
-    """Until the controller holds exactly Neutron's state for every project; the union of those states."""
-    end = time.monotonic() + DEADLINE
-    while True:
-        pairs = [states(cloud, fabric, p) for p in projects]
-        if all(want == have for want, have in pairs):
-            return {k: v for want, _ in pairs for k, v in want.items()}
-        if time.monotonic() > end:
-            want = {k: v for w, _ in pairs for k, v in w.items()}
-            have = {k: v for _, h in pairs for k, v in h.items()}
-            differ = [k for k in set(want) & set(have) if want[k] != have[k]][:3]
-            pytest.fail(f"not converged after {DEADLINE:.0f} s: missing {sorted(set(want) - set(have))[:5]}, "
-                        f"extra {sorted(set(have) - set(want))[:5]}, "
-                        f"differing {[(k, want[k], have[k]) for k in differ]}")
-        time.sleep(0.2)
+def wait_converged(cloud: Connection, fabric: FabricProcess, *projects: str) -> State:
+    return neutron_support.wait_converged(cloud, fabric, *projects, collections=L3_COLLECTIONS)
 
 
 def sync_states(cloud: Connection, project: str) -> dict[tuple[str, str], tuple[str, str | None]]:
     """``converge:sync_state`` and error of every router and floating IP of the project, in the list and in GET."""
     out = {}
     for collection, single in (("routers", "router"), ("floatingips", "floatingip")):
-        for item in listed(cloud, collection, f"project_id={project}"):
+        for item in listed(cloud, collection, project):
             one = cloud.network.get(f"/{collection}/{item['id']}").json()[single]
             out[(f"list {collection}", item["id"])] = (item["converge:sync_state"], item["converge:sync_error"])
             out[(f"GET {collection}", item["id"])] = (one["converge:sync_state"], one["converge:sync_error"])
