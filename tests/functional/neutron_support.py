@@ -53,10 +53,12 @@ def module_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricPr
 
 
 def converge_stack(workdir: Path, *, mariadb: MariaDB, fabric: FabricProcess,
-                   service_plugins: tuple[str, ...] = ()) -> NeutronStack:
+                   service_plugins: tuple[str, ...] = (), **options: object) -> NeutronStack:
     """Neutron with Converge as its only mechanism driver, its extension driver, and a sync worker that
-    polls every 50 ms and sweeps every 2 s against ``fabric``; not started (a context manager)."""
-    converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2, "poll_interval": 0.05}
+    polls every 50 ms and sweeps every 2 s against ``fabric`` (more ``[converge]`` options: ``options``);
+    not started (a context manager)."""
+    converge = {"controller_urls": fabric.url, "token": fabric.token, "sweep_interval": 2, "poll_interval": 0.05,
+                **options}
     return NeutronStack(workdir, mariadb=mariadb, mechanism_drivers=["converge"], service_plugins=service_plugins,
                         config={"converge": converge},
                         ml2_config={"ml2": {"extension_drivers": "port_security,converge"}})
