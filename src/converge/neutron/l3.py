@@ -12,12 +12,13 @@ Which hooks, and why (Neutron 29.0.0, ``neutron/db/l3_db.py`` and ``neutron/plug
   hints) are set, so this plugin subscribes at a later priority.
 - A router's gateway has no precommit event of its own: the gateway port is created, updated and deleted
   through ML2, which publishes ``PORT`` ``PRECOMMIT_*`` inside its transaction, so the router is recorded
-  again there with the gateway read from that port (and its revision bumped: see ``_record_gateway``). ``update_router`` also ends in ``PRECOMMIT_UPDATE``
-  after any gateway change; ``create_router`` does not, so on create the gateway port's transaction is
-  the last one that can carry it. Neutron links the port to the router in the next transaction; if that
-  one fails Neutron deletes the port, and the router is recorded again without it (a process dying
-  between the two leaves Neutron with an orphan gateway port, and intent with that gateway, until the
-  router is next written). ``ROUTER_GATEWAY`` ``PRECOMMIT_UPDATE`` runs before the port exists: unused.
+  again there with the gateway read from that port (and its revision bumped: see ``_record_gateway``).
+  ``update_router`` also ends in ``PRECOMMIT_UPDATE`` after any gateway change; ``create_router`` does
+  not, so on create the gateway port's transaction is the last one that can carry it. Neutron links the
+  port to the router in the next transaction; if that one fails Neutron deletes the port, and the router
+  is recorded again without it (a process dying between the two leaves Neutron with an orphan gateway
+  port, and intent with that gateway, until the router is next written). ``ROUTER_GATEWAY``
+  ``PRECOMMIT_UPDATE`` runs before the port exists: unused.
 - Router interfaces: ``ROUTER_INTERFACE`` has only BEFORE/AFTER events. An interface is its port
   (device_owner ``network:router_interface``, device_id = the router), so the same ``PORT`` precommit
   events record it, once Neutron's ``routerports`` row for it exists (Neutron's last port update in
@@ -103,6 +104,11 @@ def is_gateway(port: Mapping[str, Any]) -> bool:
 
 class ConvergeL3RouterPlugin(L3RouterPlugin):  # type: ignore[misc]
     """Neutron's L3 router plugin, unchanged, plus the intent callbacks below (subscribed once per process)."""
+
+    # Neutron reads these under the plugin's own class name (name-mangled): a subclass declares them again,
+    # or routers and floating IPs are sorted and paginated in Python after loading every row.
+    __native_pagination_support = True
+    __native_sorting_support = True
 
     def __init__(self) -> None:
         super().__init__()
