@@ -102,9 +102,9 @@ def test_a_router_with_interfaces_and_a_floating_ip_converges_through_updates_an
     state = wait_converged(cloud, fabric, project, ext_project)
     assert state[("router", router.id)]["external_network_id"] == ext.id
     assert state[("router_interface", by_subnet["port_id"])] == {
-        "router_id": router.id, "subnet_id": sub.id, "port_id": by_subnet["port_id"]}
+        "router_id": router.id, "subnet_id": sub.id, "subnet_ids": [sub.id], "port_id": by_subnet["port_id"]}
     assert state[("router_interface", spare.id)] == {"router_id": router.id, "subnet_id": sub2.id,
-                                                      "port_id": spare.id}
+                                                      "subnet_ids": [sub2.id], "port_id": spare.id}
     assert by_port["port_id"] == spare.id
     assert state[("floating_ip", fip.id)]["port_id"] == vm.id
     assert state[("floating_ip", fip.id)]["floating_network_id"] == ext.id  # another project's network
@@ -170,6 +170,31 @@ def test_deleting_in_the_other_order_a_port_under_a_floating_ip_and_a_router_wit
     cloud.network.delete_network(ext)
     state = wait_converged(cloud, fabric, project, ext_project)
     assert not [k for k in state if k[0] != "security_group" and k[0] != "security_group_rule"]
+
+
+def test_one_interface_port_with_several_ipv6_prefixes_carries_them_all(cloud, fabric):
+    """Neutron puts a network's IPv6 subnets added to one router on a single router port."""
+    project = "p-l3-v6"
+    net = cloud.network.create_network(**owned(project, name="v6"))
+    slaac = {"ip_version": 6, "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"}
+    first, second = (cloud.network.create_subnet(**owned(project, network_id=net.id, cidr=cidr, **slaac))
+                     for cidr in ("fd00:61::/64", "fd00:62::/64"))
+    router = cloud.network.create_router(**owned(project, name="v6-edge"))
+    port = cloud.network.add_interface_to_router(router, subnet_id=first.id)["port_id"]
+    assert cloud.network.add_interface_to_router(router, subnet_id=second.id)["port_id"] == port
+    state = wait_converged(cloud, fabric, project)
+    assert state[("router_interface", port)]["subnet_ids"] == sorted([first.id, second.id])
+
+    cloud.network.remove_interface_from_router(router, subnet_id=second.id)  # the port keeps the other prefix
+    state = wait_converged(cloud, fabric, project)
+    assert state[("router_interface", port)]["subnet_ids"] == [first.id]
+    cloud.network.delete_subnet(second)
+    cloud.network.remove_interface_from_router(router, subnet_id=first.id)
+    cloud.network.delete_router(router)
+    cloud.network.delete_subnet(first)
+    cloud.network.delete_network(net)
+    state = wait_converged(cloud, fabric, project)
+    assert not [k for k in state if k[0] in ("router", "router_interface", "subnet", "network")]
 
 
 def test_a_router_renamed_while_its_gateway_port_is_being_created_keeps_both_changes(cloud, stack, fabric):

@@ -55,7 +55,8 @@ def test_an_interface_port_stands_for_a_router_interface_with_the_ports_id():
     assert interface is not None
     change = translate.upsert(Kind.ROUTER_INTERFACE, interface, created=True)
     assert (change.root, change.kind, change.id, change.revision) == ("proj", Kind.ROUTER_INTERFACE, "p1", 4)
-    assert dict(change.attributes or {}) == {"router_id": "r1", "subnet_id": "s1", "port_id": "p1"}
+    assert dict(change.attributes or {}) == {"router_id": "r1", "subnet_id": "s1", "subnet_ids": ["s1"],
+                                             "port_id": "p1"}
     assert set(parents(Kind.ROUTER_INTERFACE, change.attributes or {})) == {
         (Kind.ROUTER, "r1"), (Kind.SUBNET, "s1"), (Kind.PORT, "p1")}
 

@@ -60,6 +60,7 @@ REFERENCES: Mapping[Kind, tuple[Reference, ...]] = {
     Kind.ROUTER_INTERFACE: (
         Reference("router_id", Kind.ROUTER, required=True),
         Reference("subnet_id", Kind.SUBNET, required=True),
+        Reference("subnet_ids", Kind.SUBNET, many=True),
         Reference("port_id", Kind.PORT),
     ),
     Kind.FLOATING_IP: (

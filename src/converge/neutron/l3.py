@@ -72,13 +72,15 @@ def router_with_gateway(router: Mapping[str, Any], gateway_port: Mapping[str, An
 def interface_of(port: Mapping[str, Any]) -> dict[str, Any] | None:
     """The router interface a port dict stands for (same id as the port), or None if it is not one.
 
-    The protocol gives an interface one subnet; a port with several prefixes (IPv6) names the smallest
-    subnet id, so the choice does not depend on the order Neutron lists them in."""
+    ``subnet_ids``: every subnet the port has an address on (one router port carries all the IPv6
+    prefixes of a network added to the router); ``subnet_id``: the smallest of them, so it does not
+    depend on the order Neutron lists them in."""
     subnets = sorted(ip["subnet_id"] for ip in port.get("fixed_ips") or ())
     if port.get("device_owner") not in n_const.ROUTER_INTERFACE_OWNERS or not port.get("device_id") or not subnets:
         return None
     return {"id": port["id"], "project_id": translate.root_of(port), "router_id": port["device_id"],
-            "subnet_id": subnets[0], "port_id": port["id"], "revision_number": port.get("revision_number")}
+            "subnet_id": subnets[0], "subnet_ids": sorted(set(subnets)), "port_id": port["id"],
+            "revision_number": port.get("revision_number")}
 
 
 IDENTITY = ("id", "project_id", "tenant_id", "revision_number")  # who and which version, kept for translate
