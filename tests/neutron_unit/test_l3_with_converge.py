@@ -120,9 +120,10 @@ def neutron_l3(conn: Any) -> dict[tuple[str, str], dict[str, Any]]:
                                       "fixed_ip_address": f.fixed_ip_address, "router_id": f.router_id}
     for rp in conn.execute(select(l3_models.RouterPort).where(
             l3_models.RouterPort.port_type.in_(n_const.ROUTER_INTERFACE_OWNERS))):
+        subnets = sorted({s for s, _ in ips.get(rp.port_id, [])})
         out[("router_interface", rp.port_id)] = {"router_id": rp.router_id, "port_id": rp.port_id,
-                                                 "subnet_id": min((s for s, _ in ips.get(rp.port_id, [])),
-                                                                  default=None)}
+                                                 "subnet_id": subnets[0] if subnets else None,
+                                                 "subnet_ids": subnets}
     return out
 
 
@@ -143,7 +144,7 @@ def converge_l3(conn: Any) -> dict[tuple[str, str], dict[str, Any]]:
             out[(kind, oid)] = {k: a.get(k) for k in ("floating_network_id", "port_id", "floating_ip_address",
                                                       "fixed_ip_address", "router_id")}
         else:
-            out[(kind, oid)] = {k: a.get(k) for k in ("router_id", "port_id", "subnet_id")}
+            out[(kind, oid)] = {k: a.get(k) for k in ("router_id", "port_id", "subnet_id", "subnet_ids")}
     return out
 
 
@@ -227,7 +228,8 @@ class TestConvergeRecordsL3Intent(ConvergeL3Loaded, l3_tests.L3NatTestCaseMixin,
             self.assertEqual((ext_net, True), (attributes["external_network_id"], attributes["enable_snat"]))
 
             i = self._router_interface_action("add", r, private["subnet"]["id"], None)["port_id"]
-            self.assertEqual((root, {"router_id": r, "subnet_id": private["subnet"]["id"], "port_id": i}),
+            self.assertEqual((root, {"router_id": r, "subnet_id": private["subnet"]["id"],
+                                     "subnet_ids": [private["subnet"]["id"]], "port_id": i}),
                              self._intent()[("router_interface", i)])
 
             f = self._make_floatingip(self.fmt, ext_net, port_id=port["port"]["id"])["floatingip"]["id"]
