@@ -1,7 +1,17 @@
 """Converge inside the real Neutron API (MariaDB, uWSGI, periodic workers, a fabric controller):
 
 1. port-create latency with ``converge`` vs a no-op mechanism driver (``converge_noop``), two stacks on
-   one MariaDB, creates interleaved one by one so both see the same machine load; the ratio of medians;
+   one MariaDB, creates interleaved one by one so both see the same machine load; the ratio of medians.
+   ``--order alternate`` (the default) creates with converge first in every pair; ``--order shuffled``
+   flips a seeded coin per pair. Why the choice matters: the converge stack does work at a fixed delay
+   after each create (the controller reports the port up 0.5 s after it arrives, and Neutron then turns
+   it ACTIVE in the sync worker's process: about 40 ms of CPU, Neutron's own update). With a fixed order
+   that work lands at the same point of every pair, so which stack's creates it slows depends on how
+   long a pair takes on this machine (seen: when a pair took about 0.33 s, 73 % of it ran during
+   converge creates, against 54 %, their share of the time, with shuffled pairs). The converge stack
+   also runs what the baseline has no counterpart for: the periodic-workers process (the sync worker,
+   its port-status listener and those ACTIVE updates; the baseline's ports stay DOWN) and the
+   controller;
 2. API commit → controller: after each port create answered 201, poll the controller until it holds the
    port (5 ms polls), sequentially;
 3. ``converge adopt`` of N existing ports (made through the bulk API on a stack without Converge).
@@ -13,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -60,9 +71,14 @@ def latency(work: Path, maria: MariaDB, fabric: FabricProcess, conf: dict, args:
         for _ in range(10):  # warm both: the first calls of a worker load caches
             create_port(a, "bench", net_a), create_port(b, "bench", net_b)
         lat_a, lat_b = [], []
+        coin = random.Random(args.seed)
         for _ in range(args.ports):
+            converge_first = args.order == "alternate" or coin.random() < 0.5
+            if not converge_first:
+                lat_b.append(create_port(b, "bench", net_b)[1])
             lat_a.append(create_port(a, "bench", net_a)[1])
-            lat_b.append(create_port(b, "bench", net_b)[1])
+            if converge_first:
+                lat_b.append(create_port(b, "bench", net_b)[1])
         ratio = statistics.median(lat_a) / statistics.median(lat_b)
 
         lag = [float("nan")]  # not measured without a sync worker
@@ -79,6 +95,8 @@ def latency(work: Path, maria: MariaDB, fabric: FabricProcess, conf: dict, args:
             http.close()
         report("Neutron port create: converge vs no-op driver", {
             "ports (each stack, interleaved)": args.ports,
+            "order in each pair": "converge first" if args.order == "alternate"
+                                  else f"seeded coin flip (seed {args.seed})",
             "median with converge": f"{statistics.median(lat_a) * 1000:.1f} ms",
             "median with no-op driver": f"{statistics.median(lat_b) * 1000:.1f} ms",
             "p90 with converge / no-op": f"{percentile(lat_a, 90) * 1000:.1f} / "
@@ -131,6 +149,9 @@ def main() -> None:
     ap.add_argument("--ports", type=int, default=200)
     ap.add_argument("--adopt-ports", type=int, default=10_000)
     ap.add_argument("--only", choices=["latency", "adopt"], help="run one part")
+    ap.add_argument("--order", choices=["alternate", "shuffled"], default="alternate",
+                    help="which stack creates first in each pair: always converge (default) or a seeded coin flip")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the coin flips of --order shuffled")
     ap.add_argument("--api-path-only", action="store_true",
                     help="no sync worker in the converge stack: compare the API path alone (skips the lag part)")
     args = ap.parse_args()

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from converge.backends.base import Backend, Operation
 from converge.core import canonical
@@ -69,25 +69,27 @@ class Reconciler:
 
     def reconcile(self, lease: Lease, *, repair: bool = False) -> Result:
         root = lease.root
+        # One connection for every read of the pass (a checkout costs a ping and a rollback).
         with self.engine.connect() as conn:
             state = sync.root_state(conn, root)
             entries = sync.read_journal(conn, root, self.journal_limit)
             keys = list(dict.fromkeys([(e.kind, e.id) for e in entries] + sync.blocked_keys(conn, root)))
-        if state is None or state.owner != lease.owner or state.epoch != lease.epoch:
-            # Taken over: the acknowledged ETag read above is the new owner's, so the controller would
-            # not fence a batch sent with it. Stop before any write.
-            raise LeaseLost(f"lease on root {root} (epoch {lease.epoch}) is no longer held by {lease.owner}")
-        p = _Pass(lease, state.acked, keys, {})
+            if state is None or state.owner != lease.owner or state.epoch != lease.epoch:
+                # Taken over: the acknowledged ETag read above is the new owner's, so the controller would
+                # not fence a batch sent with it. Stop before any write.
+                raise LeaseLost(f"lease on root {root} (epoch {lease.epoch}) is no longer held by {lease.owner}")
+            p = _Pass(lease, state.acked, keys, {})
+            if keys and not repair:
+                self._read_rows(conn, p)
         if repair:
             self._repair(p)
+            if p.keys:
+                with self.engine.connect() as conn:
+                    self._read_rows(conn, p)
         if not p.keys:
             return Result(repaired=p.repaired, fixed=p.fixed)
-        with self.engine.connect() as conn:
-            p.desired = sync.read_desired(conn, p.keys)
-            p.desired.update(sync.read_desired(conn, parent_keys(p.desired.values()) - set(p.desired)))
         drained = [e.seq for e in entries]
         batch_size = self.batch_size
-        self._load_status(p)
         while True:
             plan = make_plan(keys=p.keys, desired=p.desired, status=p.status, acked=p.acked,
                              refused={k: d for k, (d, _) in p.refused.items()}, deferred=p.deferred)
@@ -149,6 +151,13 @@ class Reconciler:
         more = f" and {len(rej.children) - 1} more" if len(rej.children) > 1 else ""
         p.deferred[key] = f"waiting for {kind} {oid}{more} to be deleted from the controller first"
         return True
+
+    @staticmethod
+    def _read_rows(conn: Connection, p: _Pass) -> None:
+        """The desired rows of the pass's keys and of their parents, and the status rows of all of them."""
+        p.desired = sync.read_desired(conn, p.keys)
+        p.desired.update(sync.read_desired(conn, parent_keys(p.desired.values()) - set(p.desired)))
+        p.status = sync.read_status(conn, set(p.keys) | set(p.desired))
 
     def _load_status(self, p: _Pass) -> None:
         with self.engine.connect() as conn:

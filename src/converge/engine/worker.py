@@ -5,8 +5,9 @@ thread; each step:
 
 1. every ``lease.renew_every`` s: heartbeat, renew its leases, re-read the live workers, give back roots
    that rendezvous hashing now assigns to another worker;
-2. poll the journal for roots with work (cheap when idle: the journal is empty), plus roots due again
-   (backoff, blocked objects) and roots that need repair; lease those this worker should own;
+2. poll the journal for roots with work (cheap when idle: one indexed statement on an empty journal, on a
+   connection kept for it), plus roots due again (backoff, blocked objects) and roots that need repair;
+   lease those this worker should own;
 3. reconcile each held root that is due;
 4. every ``sweep_interval`` s: compare every root's ETag with the acknowledged one (one paged call) and
    repair the roots that differ.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from converge.backends.base import Backend
 from converge.core.clock import Clock, SystemClock
@@ -77,6 +78,7 @@ class Worker:
         self._started = time.time()
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="converge-root") \
             if self.config.concurrency > 1 else None
+        self._poll_conn: Connection | None = None  # see _poll
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.on_reconciled: Callable[[RootId], None] | None = None
@@ -124,6 +126,7 @@ class Worker:
         return not pending and not self.due and not self.needs_repair and not waiting
 
     def shutdown(self) -> None:
+        self._drop_poll_connection(failed=False)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -140,8 +143,7 @@ class Worker:
         try:
             if now - self._last_maintain >= self.config.lease.renew_every:
                 self._maintain(now)
-            with db.translated(), self.engine.connect() as conn:
-                pending = sync.pending_roots(conn)
+            pending = self._poll()
         except ConvergeError as err:
             log.warning("worker %s: database: %s", self.id, err)
             return False
@@ -182,6 +184,35 @@ class Worker:
             self._last_sweep = now
             self._sweep()
         return worked
+
+    def _poll(self) -> list[RootId]:
+        """Roots with journal rows: the query an idle worker repeats every ``poll_interval``.
+
+        It runs on a connection of its own, kept between polls in autocommit mode, so an idle poll is one
+        statement: a pool checkout would add a ping and a rollback to each. A kept connection that fails
+        (the database restarted, say) is dropped and the poll tried once more on a fresh one."""
+        kept = self._poll_conn is not None
+        try:
+            with db.translated():
+                if self._poll_conn is None:
+                    self._poll_conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                return sync.pending_roots(self._poll_conn)
+        except Exception:
+            self._drop_poll_connection(failed=True)
+            if not kept:
+                raise
+        return self._poll()
+
+    def _drop_poll_connection(self, *, failed: bool) -> None:
+        conn, self._poll_conn = self._poll_conn, None
+        if conn is None:
+            return
+        try:
+            if failed:
+                conn.invalidate()  # never hand a broken connection back to the pool
+            conn.close()
+        except Exception:  # closing what already failed: nothing left to do
+            log.debug("worker %s: closing the poll connection failed", self.id, exc_info=True)
 
     def _keep_leases(self) -> None:
         """Renew on time even inside a long step."""
