@@ -303,6 +303,22 @@ def test_deleting_a_subnet_strips_its_address_from_the_ports_neutron_allows(clou
     assert [ip["subnet_id"] for ip in state[("port", port.id)]["fixed_ips"]] == [kept.id]
 
 
+def test_a_new_auto_address_subnet_adds_its_address_to_the_ports_of_its_network(cloud, fabric):
+    """Neutron adds the address in a transaction of its own, with no port hook, then calls ``update_port``
+    with nothing to change so that drivers hear of it: that update must record the port."""
+    project = "p-slaac-added"
+    net = cloud.network.create_network(**owned(project, name="dual-stack"))
+    v4 = cloud.network.create_subnet(**owned(project, network_id=net.id, cidr="10.29.0.0/24", ip_version=4))
+    port = cloud.network.create_port(**owned(project, network_id=net.id, name="vm"))
+    wait_converged(cloud, fabric, project)
+
+    v6 = cloud.network.create_subnet(**owned(project, network_id=net.id, cidr="fd00:29::/64", ip_version=6,
+                                             ipv6_ra_mode="slaac", ipv6_address_mode="slaac"))
+    assert {ip["subnet_id"] for ip in cloud.network.get_port(port.id).fixed_ips} == {v4.id, v6.id}
+    state = wait_converged(cloud, fabric, project)
+    assert {ip["subnet_id"] for ip in state[("port", port.id)]["fixed_ips"]} == {v4.id, v6.id}
+
+
 # -- projects ------------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from converge.store import sync
-from converge.store.intent import Change, InvalidChange, record, record_many
+from converge.store.intent import Change, InvalidChange, already_recorded, record, record_many
 from converge.store.schema import desired, journal
 
 
@@ -35,6 +35,16 @@ def test_an_older_revision_never_replaces_a_newer_desired_state(store):
         row = conn.execute(select(desired)).one()
         assert (row.revision, json.loads(row.attributes)) == (5, {"name": "new"})
         assert conn.execute(select(func.count()).select_from(journal)).scalar() == 2  # still journaled
+
+
+def test_a_put_is_already_recorded_only_with_the_same_root_and_attributes(store):
+    with store.begin() as conn:
+        assert not already_recorded(conn, net("p1", "n1", 1, name="a"))  # never recorded
+        record(conn, net("p1", "n1", 1, name="a"))
+        assert already_recorded(conn, net("p1", "n1", 7, "update", name="a"))  # only the revision moved
+        assert not already_recorded(conn, net("p1", "n1", 7, "update", name="b"))
+        assert not already_recorded(conn, net("p2", "n1", 7, "update", name="a"))
+        assert not already_recorded(conn, net("p1", "n1", 7, "delete"))
 
 
 def test_roots_drain_oldest_change_first(store):

@@ -17,14 +17,18 @@ from __future__ import annotations
 from typing import Any
 from unittest import mock
 
+from neutron.db import provisioning_blocks
+from neutron.db.models.provisioning_block import ProvisioningBlock
 from neutron.plugins.ml2.common import exceptions as ml2_exc
 from neutron.tests.unit.plugins.ml2 import test_plugin as ml2_tests  # the module: pytest must not collect
 from neutron_lib import constants as n_const
+from neutron_lib.api.definitions import portbindings
+from neutron_lib.callbacks import resources
 from neutron_lib.plugins import utils as plugin_utils
 from oslo_config import cfg
 from sqlalchemy import delete, select
 
-from converge.neutron import config, translate
+from converge.neutron import config, port_status, translate
 from converge.neutron.mech_driver import ConvergeMechanismDriver
 from converge.store import schema
 
@@ -119,6 +123,40 @@ class TestConvergeRecordsIntent(ConvergeLoaded, ml2_tests.Ml2PluginV2TestCase):
         for kind, oid in (("port", p), ("subnet", s), ("network", n)):
             self.assertIn((kind, oid, "delete"), journal)
             self.assertNotIn((kind, oid), self._desired())
+
+    def _desired_row(self, oid: str) -> tuple[str, int, str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.desired.c.attributes, schema.desired.c.revision,
+                                      schema.desired.c.digest).where(schema.desired.c.id == oid)).one()
+        return row.attributes, int(row.revision), row.digest
+
+    def test_an_update_records_only_when_something_the_controller_sees_changes(self) -> None:
+        # Bound by Neutron's "test" driver to an ovs vif: the create records, and so does the binding.
+        with self.network() as net, self.subnet(network=net), self.port(
+                network=net, name="vm", is_admin=True, arg_list=(portbindings.HOST_ID,),
+                **{portbindings.HOST_ID: "host-ovs-no_filter"}) as port:
+            p = port["port"]["id"]
+            self.assertEqual([("port", p, "create"), ("port", p, "update")],
+                             [row for row in self._journal() if row[1] == p])
+            bound = self._desired_row(p)
+            self.assertIn('"binding:vif_type":"ovs"', bound[0])
+            with self.engine.connect() as conn:
+                blocks = conn.execute(select(ProvisioningBlock.entity)).scalars().all()
+            self.assertEqual([port_status.ENTITY], blocks)
+            recorded = len(self._journal())
+
+            self._update("ports", p, {"port": {"name": "vm", "description": ""}})  # the same values again
+            self.assertEqual(recorded, len(self._journal()))
+
+            # The controller says up: the port turns ACTIVE in a transaction that records nothing.
+            provisioning_blocks.provisioning_complete(self.context, p, resources.PORT, port_status.ENTITY)
+            self.assertEqual("ACTIVE", self._show("ports", p)["port"]["status"])
+            self.assertEqual(recorded, len(self._journal()))
+            self.assertEqual(bound, self._desired_row(p))
+
+            self._update("ports", p, {"port": {"name": "vm-renamed"}})
+            self.assertEqual(("port", p, "update"), self._journal()[-1])
+            self.assertIn('"name":"vm-renamed"', self._desired_row(p)[0])
 
     def test_a_port_without_a_project_is_recorded_under_its_own_root(self) -> None:
         # As Neutron creates a router's gateway port and a floating IP's port (neutron/db/l3_db.py).

@@ -6,6 +6,21 @@ the workers. ``bind_port`` binds vxlan, vlan and flat segments with the configur
 vif_details (only for the hosts and physical networks it serves: ``converge.neutron.binding``, which also
 answers ML2's host filtering); bound and unbound ports both reach the controller. Every API worker, the periodic-workers
 process and any agent may load this driver: ``initialize`` holds no shared state beyond the process.
+
+**An update that changes nothing in intent records nothing.** ``update_*_precommit`` translates the
+resource and compares it with the object's desired row (``store.intent.already_recorded``: one
+primary-key read); when root and attributes are the same, it writes no row. The common case is a port
+turning ACTIVE (``provisioning_complete`` → ``update_port_status`` → ``update_port_precommit``: ``status``
+does not travel), which used to cost a desired upsert and a journal row in that transaction and a whole
+push of an unchanged port (its document carries the revision, so its digest moved).
+
+Why against intent, not against ``context.original``: Neutron sometimes writes a port change in a
+transaction of its own, with no port hook, and then calls ``update_port`` with nothing to change so that
+drivers hear of it (an IPv6 auto-address subnet added to a network gives every port on it an address
+this way). There ``original`` already equals ``current``; intent does not. Why skipping is safe: what it
+leaves out would write exactly the attributes intent already holds; only the revision stays lower, and the
+ordering guard only needs later changes to carry higher revisions, which they still do. The provisioning
+block does not depend on the journal: it is added whenever Converge binds a port, recorded or not.
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ from oslo_config import cfg
 from converge.core.kinds import Kind
 from converge.neutron import binding, config, port_status, recorder, secgroups, subnets, translate
 from converge.neutron.worker import SyncWorker
+from converge.store import intent
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +49,10 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
     # -- intent --------------------------------------------------------------------------------------
     def _put(self, context: Any, kind: Kind, *, created: bool) -> None:
         current = context.current
+        changes = recorder.build(lambda: translate.upsert(kind, current, created=created))
+        session = context._plugin_context.session
         recorder.record_in(context._plugin_context,
-                           recorder.build(lambda: translate.upsert(kind, current, created=created)))
+                           changes if created else [c for c in changes if not intent.already_recorded(session, c)])
 
     def _delete(self, context: Any, kind: Kind) -> None:
         current = context.current

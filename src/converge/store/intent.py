@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, or_
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -71,6 +71,17 @@ class Change:
 
     def attributes_json(self) -> str:
         return canonical.canonical_json(dict(self.attributes or {})).decode()
+
+
+def already_recorded(session: Session | Connection, change: Change) -> bool:
+    """True when the object's desired row already holds this put's root and attributes: recording it
+    would change nothing but the revision (a port turning ACTIVE; the update Neutron makes only to tell
+    drivers about a change it wrote by itself, once that change has been recorded). One primary-key read."""
+    if change.op is JournalOp.DELETE:
+        return False
+    row = session.execute(select(desired.c.root, desired.c.attributes).where(
+        desired.c.id == change.id, desired.c.kind == change.kind.value)).first()
+    return row is not None and row.root == change.root and row.attributes == change.attributes_json()
 
 
 def record(session: Session | Connection, change: Change) -> None:
