@@ -47,3 +47,13 @@ def test_a_new_security_group_brings_its_rules():
     changes = translate.security_group_changes(group, created=True)
     assert [(c.kind, c.id) for c in changes] == [(Kind.SECURITY_GROUP, "sg1"), (Kind.SECURITY_GROUP_RULE, "r1")]
     assert translate.delete(Kind.SECURITY_GROUP, group, oid="sg1", root="x").root == "proj"
+
+
+def test_an_update_travels_unchanged_when_only_bookkeeping_moved():
+    from converge.neutron.mech_driver import same_for_the_controller
+
+    active = {**PORT, "status": "ACTIVE", "revision_number": 8, "security_groups": ["sg1", "sg2"], "updated_at": "x"}
+    assert same_for_the_controller(Kind.PORT, PORT, active)
+    assert not same_for_the_controller(Kind.PORT, PORT, {**PORT, "binding:host_id": "compute-2"})
+    assert not same_for_the_controller(Kind.PORT, PORT, {**PORT, "project_id": "other"})
+    assert not same_for_the_controller(Kind.PORT, None, PORT)

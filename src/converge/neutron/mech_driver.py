@@ -8,24 +8,27 @@ answers ML2's host filtering); bound and unbound ports both reach the controller
 process and any agent may load this driver: ``initialize`` holds no shared state beyond the process.
 
 **An update that changes nothing in intent records nothing.** ``update_*_precommit`` translates the
-resource and compares it with the object's desired row (``store.intent.already_recorded``: one
-primary-key read); when root and attributes are the same, it writes no row. The common case is a port
-turning ACTIVE (``provisioning_complete`` → ``update_port_status`` → ``update_port_precommit``: ``status``
-does not travel), which used to cost a desired upsert and a journal row in that transaction and a whole
-push of an unchanged port (its document carries the revision, so its digest moved).
+resource and, when it travels unchanged from ``context.original``, compares it with the object's desired
+row (``store.intent.already_recorded``: one primary-key read); when root and attributes are the same there
+too, it writes no row. The common case is a port turning ACTIVE (``provisioning_complete`` →
+``update_port_status`` → ``update_port_precommit``: ``status`` does not travel), which used to cost a
+desired upsert and a journal row in that transaction and a whole push of an unchanged port (its document
+carries the revision, so its digest moved).
 
 Why against intent, not against ``context.original``: Neutron sometimes writes a port change in a
 transaction of its own, with no port hook, and then calls ``update_port`` with nothing to change so that
-drivers hear of it (an IPv6 auto-address subnet added to a network gives every port on it an address
-this way). There ``original`` already equals ``current``; intent does not. Why skipping is safe: what it
-leaves out would write exactly the attributes intent already holds; only the revision stays lower, and the
-ordering guard only needs later changes to carry higher revisions, which they still do. The provisioning
-block does not depend on the journal: it is added whenever Converge binds a port, recorded or not.
+drivers hear of it (an IPv6 auto-address subnet added to a network gives every port on it an address this
+way). There ``original`` already equals ``current``; intent does not. (An update that changes what travels
+records at once, without the read.) Why skipping is safe: what it leaves out would write exactly the
+attributes intent already holds; only the revision stays lower, and the ordering guard only needs later
+changes to carry higher revisions, which they still do. The provisioning block does not depend on the
+journal: it is added whenever Converge binds a port, recorded or not.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from neutron_lib.plugins.ml2 import api
@@ -39,6 +42,13 @@ from converge.store import intent
 log = logging.getLogger(__name__)
 
 
+def same_for_the_controller(kind: Kind, original: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """This transaction changed nothing that travels (root, attributes): only then is intent read, so an
+    update that does change something costs no extra query."""
+    return original is not None and (translate.root_of(original), translate.attributes(kind, original)) == (
+        translate.root_of(current), translate.attributes(kind, current))
+
+
 class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
     def initialize(self) -> None:
         config.register(cfg.CONF)
@@ -50,9 +60,10 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
     def _put(self, context: Any, kind: Kind, *, created: bool) -> None:
         current = context.current
         changes = recorder.build(lambda: translate.upsert(kind, current, created=created))
-        session = context._plugin_context.session
-        recorder.record_in(context._plugin_context,
-                           changes if created else [c for c in changes if not intent.already_recorded(session, c)])
+        if not created and same_for_the_controller(kind, context.original, current):
+            session = context._plugin_context.session
+            changes = [c for c in changes if not intent.already_recorded(session, c)]
+        recorder.record_in(context._plugin_context, changes)
 
     def _delete(self, context: Any, kind: Kind) -> None:
         current = context.current
