@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -115,24 +115,27 @@ def record_many(session: Session | Connection, changes: Iterable[Change]) -> Non
                      for ch in items])
 
 
+# MySQL/MariaDB: the newer revision wins, column by column (``revision`` last: MySQL evaluates the
+# assignments in order). Written out because SQLAlchemy cannot cache the compiled form of its
+# ``on_duplicate_key_update`` construct (~0.45 ms per recording, on Neutron's API path).
+NEWER = ("root", "attributes", "digest", "revision")
+_NEWER_WINS = ", ".join(f"{c} = IF(revision <= VALUES(revision), VALUES({c}), {c})" for c in NEWER)
+_MYSQL_UPSERT = text(f"INSERT INTO {desired.name} (id, kind, root, attributes, revision, digest) "
+                     f"VALUES (:id, :kind, :root, :attributes, :revision, :digest) "
+                     f"ON DUPLICATE KEY UPDATE {_NEWER_WINS}")
+
+
 def _upsert_desired(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name if isinstance(session, Session) else session.dialect.name
-    newer = ("root", "attributes", "digest", "revision")  # revision last: MySQL evaluates in order
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         ins = sqlite_insert(desired)
         stmt: Any = ins.on_conflict_do_update(
-            index_elements=["kind", "id"], set_={c: ins.excluded[c] for c in newer},
+            index_elements=["kind", "id"], set_={c: ins.excluded[c] for c in NEWER},
             where=desired.c.revision <= ins.excluded.revision)
     else:
-        from sqlalchemy import func
-        from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-        mins = mysql_insert(desired)
-        keep = desired.c.revision <= mins.inserted.revision
-        stmt = mins.on_duplicate_key_update(
-            [(c, func.IF(keep, mins.inserted[c], desired.c[c])) for c in newer])
+        stmt = _MYSQL_UPSERT
     session.execute(stmt, rows)
 
 
