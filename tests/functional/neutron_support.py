@@ -52,6 +52,20 @@ def module_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricPr
         yield process
 
 
+@pytest.fixture(scope="module", name="stack")
+def module_stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: FabricProcess
+                 ) -> Iterator[NeutronStack]:
+    """The module's stack as :func:`converge_stack` makes it; a module needing other options defines its own."""
+    with converge_stack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, fabric=fabric) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module", name="cloud")
+def module_cloud(stack: NeutronStack) -> Connection:
+    """openstacksdk connected to the module's stack."""
+    return stack.connection()
+
+
 def converge_stack(workdir: Path, *, mariadb: MariaDB, fabric: FabricProcess,
                    service_plugins: tuple[str, ...] = (), **options: object) -> NeutronStack:
     """Neutron with Converge as its only mechanism driver, its extension driver, and a sync worker that

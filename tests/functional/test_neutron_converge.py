@@ -9,39 +9,23 @@ with ``mechanism_drivers = converge`` and ``extension_drivers = port_security,co
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-from neutron_support import (  # noqa: F401 - module_fabric: the shared "fabric" fixture
+from neutron_support import (  # noqa: F401 - module_*: the shared fixtures
     COLLECTIONS,
     DEADLINE,
     MARKS,
     controller_state,
-    converge_stack,
+    module_cloud,
     module_fabric,
+    module_stack,
     sync_states,
     wait_converged,
 )
-from openstack.connection import Connection
 
-from converge.testing.fabric import FabricProcess
-from converge.testing.mariadb import MariaDB
-from converge.testing.neutron import NeutronStack, owned
+from converge.testing.neutron import owned
 
 pytestmark = MARKS
 __all__ = ["COLLECTIONS", "DEADLINE", "sync_states", "wait_converged"]  # still imported from here by other modules
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: FabricProcess
-          ) -> Iterator[NeutronStack]:
-    with converge_stack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, fabric=fabric) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def cloud(stack: NeutronStack) -> Connection:
-    return stack.connection()
 
 
 def test_networks_subnets_ports_and_security_groups_converge_and_read_synced(cloud, fabric):

@@ -26,6 +26,7 @@ from neutron_support import (
     State,
     converge_stack,
     listed,
+    module_cloud,  # noqa: F401 - the shared "cloud" fixture
     module_fabric,  # noqa: F401 - the shared "fabric" fixture
 )
 from openstack.connection import Connection
@@ -42,11 +43,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: Fa
     with converge_stack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, fabric=fabric,
                         service_plugins=("converge_router",)) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def cloud(stack: NeutronStack) -> Connection:
-    return stack.connection()
 
 
 def wait_converged(cloud: Connection, fabric: FabricProcess, *projects: str) -> State:

@@ -15,35 +15,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from neutron_support import (  # noqa: F401 - module_fabric: the shared "fabric" fixture
+from neutron_support import (  # noqa: F401 - module_*: the shared fixtures
     MARKS,
-    converge_stack,
+    module_cloud,
     module_fabric,
+    module_stack,
     wait_converged,
     wait_synced,
 )
-from openstack.connection import Connection
 from openstack.exceptions import ConflictException
 
 from converge.testing.fabric import FabricProcess
-from converge.testing.mariadb import MariaDB
-from converge.testing.neutron import NeutronStack, owned
+from converge.testing.neutron import owned
 
 pytestmark = MARKS
 
 RULE = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp"}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB, fabric: FabricProcess
-          ) -> Iterator[NeutronStack]:
-    with converge_stack(tmp_path_factory.mktemp("neutron"), mariadb=mariadb, fabric=fabric) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def cloud(stack: NeutronStack) -> Connection:
-    return stack.connection()
 
 
 def refused(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:

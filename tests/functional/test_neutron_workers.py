@@ -16,10 +16,10 @@ import sqlalchemy
 from neutron_support import (
     MARKS,
     converge_stack,
+    module_cloud,  # noqa: F401 - the shared "cloud" fixture
     module_fabric,  # noqa: F401 - the shared "fabric" fixture
     wait_converged,
 )
-from openstack.connection import Connection
 
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
@@ -47,11 +47,6 @@ def agent(stack: NeutronStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield process
     stop_process(process)
     log.close()
-
-
-@pytest.fixture(scope="module")
-def cloud(stack: NeutronStack) -> Connection:
-    return stack.connection()
 
 
 def owners(stack: NeutronStack) -> dict[str, str | None]:
