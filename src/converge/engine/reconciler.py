@@ -79,13 +79,10 @@ class Reconciler:
                 # not fence a batch sent with it. Stop before any write.
                 raise LeaseLost(f"lease on root {root} (epoch {lease.epoch}) is no longer held by {lease.owner}")
             p = _Pass(lease, state.acked, keys, {})
-            if keys and not repair:
+            if keys:
                 self._read_rows(conn, p)
         if repair:
-            self._repair(p)
-            if p.keys:
-                with self.engine.connect() as conn:
-                    self._read_rows(conn, p)
+            self._repair(p)  # adds the rows of the keys it found differing, and reloads every status
         if not p.keys:
             return Result(repaired=p.repaired, fixed=p.fixed)
         drained = [e.seq for e in entries]
