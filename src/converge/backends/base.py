@@ -6,12 +6,19 @@ timeout) is always safe.
 
 Errors (see core/errors.py): ``apply`` raises PreconditionFailed on 412, ObjectRejected naming the
 operation index on a 4xx about one operation, ControllerUnavailable when no controller URL answered.
+
+Two kinds of controller sit behind this interface: one that speaks the fabric protocol and computes
+fingerprints itself (``backends.fabric``), and one that knows nothing of fingerprints, for which the
+backend keeps a replica of the controller's state and computes them (``backends.ovn``, over the OVN
+Northbound DB). The engine cannot tell them apart. ``converge.testing.memory`` holds an in-memory one
+for unit tests of the engine.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,11 +106,19 @@ class EndpointHealth:
     last_error: str | None
 
 
+class PortStatus(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
 class Backend(Protocol):
     traffic: Traffic
 
-    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation]) -> int:
-        """Apply ``operations`` atomically if the root's fingerprint is ``if_match``; return the new one."""
+    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation], epoch: int = 0) -> int:
+        """Apply ``operations`` atomically if the root's fingerprint is ``if_match``; return the new one.
+
+        ``epoch`` is the writer's lease epoch on the root: a backend that keeps a fence per root refuses
+        (PreconditionFailed) a writer whose epoch is lower than the last one that wrote the root."""
         ...
 
     def root_etag(self, root: RootId) -> int: ...
@@ -129,5 +144,21 @@ class Backend(Protocol):
         ...
 
     def health(self) -> list[EndpointHealth]: ...
+
+    def port_status(self, root: RootId, port_id: ObjectId) -> PortStatus | None:
+        """What the controller says of one port's dataplane (None: it does not hold the port)."""
+        ...
+
+    def follow_ports(self, *, on_up: Callable[[ObjectId], None],
+                     on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Call ``on_up(port_id)`` (from a thread of the backend's) whenever the controller reports a port
+        up, and ``on_connect()`` after every (re)connection, when events may have been missed; returns a
+        function that stops following."""
+        ...
+
+    def on_drift(self, callback: Callable[[RootId], None]) -> None:
+        """Register ``callback(root)``, called when the backend sees a root change that none of its own
+        writes made (a backend that cannot see such changes never calls it; the sweep still finds them)."""
+        ...
 
     def close(self) -> None: ...
