@@ -4,13 +4,17 @@ This module is the edge where httpx's exceptions and HTTP statuses become the pr
 (core/errors.py): transport errors and 5xx → ControllerUnavailable (after trying every URL whose breaker
 allows it), 412 → PreconditionFailed, 4xx naming an operation → ObjectRejected, 401 →
 ConfigurationError, anything undocumented → ProtocolViolation. The token is sent as a bearer header and
-never included in an error message or log line.
+never included in an error message or log line; the client keeps it for the event stream it opens.
+
+The fabric protocol has no push of changes made behind the engine's back: :meth:`FabricClient.on_drift`
+registers nothing, and the worker's periodic sweep (one paged ``GET /v1/roots``) finds such drift.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -21,11 +25,13 @@ from converge.backends.base import (
     Delete,
     EndpointHealth,
     Operation,
+    PortStatus,
     Put,
     RootSummary,
     Traffic,
 )
 from converge.backends.breaker import CircuitBreaker
+from converge.backends.fabric import events
 from converge.core import canonical
 from converge.core.canonical import ObjectDoc
 from converge.core.clock import Clock, SystemClock
@@ -53,6 +59,9 @@ class FabricClient:
         clk = clock or SystemClock()
         self.breakers = {u: CircuitBreaker(breaker_threshold, breaker_reset, clk) for u in self.urls}
         self._preferred = 0
+        self._token = token  # for the event stream; never logged
+        self._followers: list[Callable[[], None]] = []
+        self._followers_lock = threading.Lock()
         self.traffic = Traffic()
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -104,11 +113,13 @@ class FabricClient:
         return _json(resp)
 
     # -- Backend -------------------------------------------------------------------------------------
-    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation]) -> int:
+    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation], epoch: int = 0) -> int:
         body = json.dumps({"operations": [_op_json(op) for op in operations]},
                           separators=(",", ":"), ensure_ascii=False).encode()
+        # The epoch is advisory for the fabric protocol (docs/protocol.md): If-Match fences a stale writer.
         resp = self._send("POST", f"/v1/roots/{_p(root)}/batch", purpose="batch", body=body,
-                          headers={"If-Match": canonical.etag(if_match), "Content-Type": "application/json"})
+                          headers={"If-Match": canonical.etag(if_match), "Content-Type": "application/json",
+                                   "X-Converge-Epoch": str(epoch)})
         if resp.status_code == 200:
             return _etag(resp)
         if resp.status_code == 412:
@@ -173,6 +184,28 @@ class FabricClient:
         status = _json(resp).get("status")
         return str(status) if status is not None else None
 
+    def port_status(self, root: RootId, port_id: ObjectId) -> PortStatus | None:
+        status = self.object_status(root, Kind.PORT, port_id)
+        if status is None:
+            return None
+        try:
+            return PortStatus(status)
+        except ValueError:
+            raise ProtocolViolation(f"port {port_id}: unknown status {status!r}") from None
+
+    def follow_ports(self, *, on_up: Callable[[ObjectId], None],
+                     on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Follow ``GET /v1/events`` on a daemon thread (reconnecting with ``Last-Event-ID`` across the
+        URLs); ``on_connect`` runs after every (re)connection. :meth:`close` stops it too."""
+        stop = events.follow_ports(self.urls, self._token, on_up=on_up, on_connect=on_connect)
+        with self._followers_lock:
+            self._followers.append(stop)
+        return stop
+
+    def on_drift(self, callback: Callable[[RootId], None]) -> None:
+        """Nothing to register: the controller pushes no news of changes made behind our back, so the
+        callback is never called and the worker's sweep finds such drift."""
+
     def health(self) -> list[EndpointHealth]:
         return [EndpointHealth(u, b.state.value, b.failures, b.last_error) for u, b in self.breakers.items()]
 
@@ -189,6 +222,10 @@ class FabricClient:
         return out
 
     def close(self) -> None:
+        with self._followers_lock:
+            followers, self._followers = self._followers, []
+        for stop in followers:
+            stop()
         self._http.close()
 
 

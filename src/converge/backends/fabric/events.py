@@ -1,9 +1,10 @@
 """Reading the controller's event stream (``GET /v1/events``, Server-Sent Events) with reconnection.
 
-Who calls it: the Neutron side's port-status listener, which turns ``port_status up`` into Neutron's
-provisioning-complete. It reconnects with ``Last-Event-ID`` after any break (trying each controller URL in
-turn), so events the controller still buffers are not missed; the caller resynchronises for anything
-older (see converge/neutron/port_status.py).
+Who calls it: :meth:`FabricClient.follow_ports <converge.backends.fabric.client.FabricClient.follow_ports>`
+(through :func:`follow_ports`), which the Neutron side's port-status listener uses to turn ``port_status
+up`` into Neutron's provisioning-complete. It reconnects with ``Last-Event-ID`` after any break (trying
+each controller URL in turn), so events the controller still buffers are not missed; ``on_connect`` lets
+the caller resynchronise for anything older (see converge/neutron/port_status.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from converge.core.ids import ObjectId
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +90,17 @@ class EventStream:
             except Exception:  # a handler's bug must not end the listener
                 log.exception("event handler failed")
             self._stop.wait(self.retry)
+
+
+def follow_ports(urls: Sequence[str], token: str, *, on_up: Callable[[ObjectId], None],
+                 on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Follow the stream on a daemon thread, calling ``on_up(port_id)`` for every ``port_status up``;
+    returns the function that stops it."""
+
+    def event(e: Event) -> None:
+        if e.type == "port_status" and e.data.get("status") == "up" and e.data.get("id") is not None:
+            on_up(ObjectId(str(e.data["id"])))
+
+    stream = EventStream(urls, token, on_event=event, on_connect=on_connect)
+    threading.Thread(target=stream.run, name="converge-port-events", daemon=True).start()
+    return stream.stop
