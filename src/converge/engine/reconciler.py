@@ -13,6 +13,8 @@ owns backoff and requeue; this module raises TemporaryError / LeaseLost and retu
   any more (their deletes are on their way).
 - A lease that was taken over before the pass starts → LeaseLost before any controller call: the acked
   ETag read from the store would be the new owner's, which the controller would not refuse.
+- Every batch carries the lease's epoch: a backend that keeps a fence per root refuses (412) a writer
+  older than the last one, even when its ``If-Match`` still holds.
 """
 
 from __future__ import annotations
@@ -188,7 +190,8 @@ class Reconciler:
             else:
                 expected = canonical.add(expected, after)
                 outcome.synced[op.key] = after
-        outcome.acked = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk)
+        outcome.acked = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk,
+                                           epoch=p.lease.epoch)
         self._commit(p, outcome)
         p.pushed += len(chunk)
         for op in chunk:

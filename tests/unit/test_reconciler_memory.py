@@ -1,0 +1,191 @@
+"""The reconciler's branches, each against the in-memory controller (``converge.testing.memory``) and a SQLite
+store: what the controller ends up holding and what the store's status rows say are the assertions, so a
+wrong branch fails them. The same branches run over HTTP in tests/functional/test_engine_*.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from memory_support import acked, assert_in_step, change, desired_docs, journal_keys, new_store, record, states, take
+from sqlalchemy.engine import Engine
+
+from converge.backends.base import Put
+from converge.core.canonical import ObjectDoc
+from converge.core.errors import LeaseLost, PreconditionFailed
+from converge.core.ids import ObjectId, RootId
+from converge.core.kinds import Kind
+from converge.engine.reconciler import Reconciler
+from converge.testing.memory import MemoryBackend
+
+P1 = "project-1"
+P2 = "project-2"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = new_store(tmp_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def backend() -> MemoryBackend:
+    return MemoryBackend()
+
+
+def topology(root: str = P1) -> list:
+    return [change(root, "network", "n1", name="blue"),
+            change(root, "subnet", "s1", network_id="n1", cidr="10.0.0.0/24"),
+            change(root, "port", "port1", network_id="n1", mac_address="fa:16:3e:00:00:01")]
+
+
+def test_a_plain_push_sends_parents_first_with_the_lease_epoch(engine, backend):
+    record(engine, *topology())
+    lease = take(engine, P1)
+    result = Reconciler(engine, backend).reconcile(lease)
+    assert result.pushed == 3 and not result.repaired
+    assert_in_step(engine, backend, P1)
+    assert journal_keys(engine) == []
+    [batch] = backend.batches
+    assert [op.key for op in batch.operations] == [("network", "n1"), ("subnet", "s1"), ("port", "port1")]
+    assert batch.if_match == 0 and batch.epoch == lease.epoch
+
+
+def test_a_412_repairs_the_root_and_replans(engine, backend):
+    record(engine, *topology())
+    reconciler = Reconciler(engine, backend)
+    reconciler.reconcile(take(engine, P1))
+    # Behind the engine's back: the subnet goes, a stray network appears.
+    backend.drift(P1, "subnet", "s1", None)
+    backend.drift(P1, "network", "stray", ObjectDoc(Kind.NETWORK, ObjectId("stray"), {"name": "x"}, 1))
+    record(engine, change(P1, "network", "n1", "update", revision=2, name="green"))
+    result = reconciler.reconcile(take(engine, P1))
+    assert result.repaired and result.fixed == 2
+    assert_in_step(engine, backend, P1)
+    refused, fixed = backend.batches[1:]
+    assert [op.key for op in refused.operations] == [("network", "n1")]  # refused: If-Match was stale
+    assert sorted(op.key for op in fixed.operations) == [("network", "n1"), ("network", "stray"), ("subnet", "s1")]
+
+
+def test_an_unexpected_etag_repairs_the_root(engine, backend):
+    backend.lose_puts(1)  # the answer claims the batch applied, but the port is not there
+    record(engine, *topology())
+    result = Reconciler(engine, backend).reconcile(take(engine, P1))
+    assert result.repaired and result.fixed == 1
+    assert_in_step(engine, backend, P1)
+    assert [op.key for op in backend.batches[-1].operations] == [("port", "port1")]
+
+
+def test_a_refused_object_is_in_error_its_dependents_blocked_and_the_rest_sent(engine, backend):
+    backend.reject("network", "n2")
+    record(engine, *topology(), change(P1, "network", "n2", name="red"),
+           change(P1, "subnet", "s2", network_id="n2", cidr="10.0.2.0/24"))
+    result = Reconciler(engine, backend).reconcile(take(engine, P1))
+    assert set(backend.docs(P1)) == {("network", "n1"), ("subnet", "s1"), ("port", "port1")}
+    found = states(engine)
+    assert found[("network", "n2")][0] == "error" and "refused by the test" in found[("network", "n2")][1]
+    assert found[("subnet", "s2")][0] == "blocked" and "n2" in found[("subnet", "s2")][1]
+    assert {found[k][0] for k in backend.docs(P1)} == {"synced"}
+    assert result.blocked == 1 and journal_keys(engine) == []
+    assert acked(engine, P1) == backend.root_etag(RootId(P1))
+
+
+def test_a_refusal_naming_no_operation_halves_the_batch_until_it_names_one(engine, backend):
+    backend.reject("network", "n5", named=False)
+    record(engine, *[change(P1, "network", f"n{i}", name=f"n{i}") for i in range(8)])
+    Reconciler(engine, backend).reconcile(take(engine, P1))
+    assert set(backend.docs(P1)) == {("network", f"n{i}") for i in range(8) if i != 5}
+    assert states(engine)[("network", "n5")][0] == "error"
+    sizes = [len(b.operations) for b in backend.batches if ("network", "n5") in [op.key for op in b.operations]]
+    assert sizes == [8, 4, 2, 1]  # halved until the batch names one object
+    assert acked(engine, P1) == backend.root_etag(RootId(P1))
+
+
+def test_a_missing_parent_the_store_believes_synced_blocks_instead_of_failing(engine, backend):
+    reconciler = Reconciler(engine, backend)
+    record(engine, change(P1, "network", "shared", name="shared"))
+    reconciler.reconcile(take(engine, P1))
+    backend.drift(P1, "network", "shared", None)  # e.g. a wiped controller; P1 is not repaired yet
+    record(engine, change(P2, "subnet", "s2", network_id="shared", cidr="10.0.0.0/24"))
+    result = reconciler.reconcile(take(engine, P2))
+    state, message = states(engine)[("subnet", "s2")]
+    assert state == "blocked" and "shared" in message  # waits; not an error for an operator
+    assert backend.docs(P2) == {} and result.blocked == 1
+    reconciler.reconcile(take(engine, P1), repair=True)  # the parent's root is repaired...
+    reconciler.reconcile(take(engine, P2))  # ...which releases the child
+    assert_in_step(engine, backend, P1)
+    assert_in_step(engine, backend, P2)
+
+
+def test_a_delete_whose_children_are_leaving_waits_for_them(engine, backend):
+    reconciler = Reconciler(engine, backend)
+    record(engine, change(P1, "network", "shared", name="shared"))
+    reconciler.reconcile(take(engine, P1))
+    record(engine, change(P2, "port", "p2", network_id="shared"))
+    reconciler.reconcile(take(engine, P2))
+    record(engine, change(P1, "network", "shared", "delete"), change(P2, "port", "p2", "delete"))
+    reconciler.reconcile(take(engine, P1))  # P1 first: the controller still holds P2's port
+    state, message = states(engine)[("network", "shared")]
+    assert state == "blocked" and "port p2" in message
+    assert ("network", "shared") in backend.docs(P1)
+    reconciler.reconcile(take(engine, P2))
+    reconciler.reconcile(take(engine, P1))  # the blocked delete is planned again
+    assert backend.docs(P1) == {} and backend.docs(P2) == {}
+    assert states(engine) == {}
+
+
+def test_a_delete_whose_children_are_still_desired_is_refused(engine, backend):
+    reconciler = Reconciler(engine, backend)
+    record(engine, change(P1, "network", "shared", name="shared"))
+    reconciler.reconcile(take(engine, P1))
+    record(engine, change(P2, "port", "p2", network_id="shared"))
+    reconciler.reconcile(take(engine, P2))
+    record(engine, change(P1, "network", "shared", "delete"))
+    reconciler.reconcile(take(engine, P1))
+    assert states(engine)[("network", "shared")][0] == "error"
+    assert ("network", "shared") in backend.docs(P1)
+
+
+def test_a_lease_taken_over_stops_the_pass_before_any_controller_call(engine, backend):
+    record(engine, *topology())
+    old = take(engine, P1, "worker-a")
+    take(engine, P1, "worker-b")
+    with pytest.raises(LeaseLost):
+        Reconciler(engine, backend).reconcile(old)
+    assert backend.calls == []
+    assert [k for k in journal_keys(engine)] == [("network", "n1"), ("subnet", "s1"), ("port", "port1")]
+
+
+def test_a_writer_with_a_stale_epoch_is_fenced_by_the_controller(engine, backend):
+    reconciler = Reconciler(engine, backend)
+    record(engine, change(P1, "network", "n1", name="blue"))
+    reconciler.reconcile(take(engine, P1, "worker-a"))
+    record(engine, change(P1, "network", "n1", "update", revision=2, name="green"))
+    old = take(engine, P1, "worker-a")
+    before = backend.docs(P1)
+
+    def takeover() -> None:
+        # Between worker-a's read of the store and its batch: worker-b takes the root over and writes it
+        # (a batch that changes nothing, so worker-a's If-Match still holds: only the epoch can refuse it).
+        new = take(engine, P1, "worker-b")
+        backend.apply(RootId(P1), if_match=backend.root_etag(RootId(P1)), operations=[], epoch=new.epoch)
+
+    backend.before_next_apply(takeover)
+    with pytest.raises(LeaseLost):
+        reconciler.reconcile(old)
+    assert backend.docs(P1) == before  # worker-a's put never landed
+    late = [b for b in backend.batches if b.epoch == old.epoch]
+    assert [op.key for b in late for op in b.operations] == [("network", "n1")]
+    reconciler.reconcile(take(engine, P1, "worker-b"))
+    assert_in_step(engine, backend, P1)
+    assert desired_docs(engine, P1)[("network", "n1")].attributes["name"] == "green"
+
+
+def test_the_memory_backend_refuses_a_lower_epoch_even_with_the_right_etag(backend):
+    doc = ObjectDoc(Kind.NETWORK, ObjectId("n1"), {"name": "n"}, 1)
+    etag = backend.apply(RootId(P1), if_match=0, operations=[Put(doc)], epoch=5)
+    with pytest.raises(PreconditionFailed) as refused:
+        backend.apply(RootId(P1), if_match=etag, operations=[], epoch=4)
+    assert refused.value.current == etag
+    assert backend.apply(RootId(P1), if_match=etag, operations=[], epoch=5) == etag
