@@ -360,6 +360,11 @@ def test_a_security_group_is_a_port_group_named_with_underscores():
         "neutron:security_group_id": "5e1-ab-c", "converge:kind": "security_group", "converge:id": "5e1-ab-c"}}
 
 
+def test_a_stateless_group_is_refused_rather_than_made_stateful():
+    with pytest.raises(Unsupported, match="stateful"):
+        object_rows(doc(Kind.SECURITY_GROUP, "sg1", stateful=False), GW)
+
+
 def rule(**attrs: Any) -> ObjectDoc:
     return doc(Kind.SECURITY_GROUP_RULE, "r1", **{"security_group_id": "sg-1", "direction": "ingress",
                                                    "ethertype": "IPv4", **attrs})
