@@ -311,6 +311,8 @@ class ApplyBatch(BaseCommand):  # type: ignore[misc]
         if children:
             raise ObjectRejected(f"has_children: {len(children)} objects still hang below {label(key)}",
                                  index=index, status=409, children=tuple(sorted(set(children))))
+        if key[0] == "router_interface":  # its router's SNAT rows follow (read before the rows go)
+            b.routers.update(self._router_of_interface(key))
         self._remove_rows(b, key)
         if key in self.replica.empty_of or key in b.empties:
             b.empties[key] = None
@@ -318,9 +320,6 @@ class ApplyBatch(BaseCommand):  # type: ignore[misc]
         b.written.pop(key, None)
         b.specs.pop(key, None)
         b.primaries.pop(key, None)
-        if key[0] == "router_interface":
-            for slot_owner in self._router_of_interface(key):
-                b.routers.add(slot_owner)
 
     def _rows_now(self, b: _Batch, key: ObjectKey) -> dict[str, Any]:
         if key in b.written:

@@ -1,0 +1,176 @@
+"""The engine against OVN: intent recorded in a real store, a worker pushing through the OVN backend to a
+real Northbound DB. Convergence means the store's acknowledged fingerprint of every root is what the
+backend computes from NB, every object is synced, and the rows are there; drift made in NB behind the
+engine's back is repaired through the backend's push (the sweep is switched off).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_support import change, fast_config, journal_count, record, settle, statuses, store_roots
+from ovn_support import connect, eventually, nb_names
+from sqlalchemy.engine import Engine
+
+from converge.backends.ovn import OvnBackend
+from converge.core import canonical
+from converge.core.ids import WorkerId
+from converge.engine.worker import Worker
+from converge.store import db, migrate
+from converge.store.schema import ObjectState
+from converge.testing.ovn import OvnControlPlane
+
+pytestmark = pytest.mark.ovn
+
+
+@pytest.fixture
+def ovn(tmp_path: Path) -> Iterator[OvnControlPlane]:
+    """A fresh NB per test: a store owns every Converge-stamped row of its NB (roots it does not know are
+    emptied by the sweep), so two tests' stores must not share one."""
+    with OvnControlPlane(tmp_path / "ovn") as control:
+        yield control
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    e = db.make_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    migrate.upgrade(e)
+    yield e
+    e.dispose()
+
+
+@pytest.fixture
+def backend(ovn: OvnControlPlane) -> Iterator[OvnBackend]:
+    b = connect(ovn, gateway_chassis=["chassis-1"])
+    yield b
+    b.close()
+
+
+def u() -> str:
+    return str(uuid.uuid4())
+
+
+def topology(root: str, admin: str) -> tuple[list[Any], dict[str, str]]:
+    """A project with two networks, a router between them with a gateway on an external network (owned
+    by ``admin``), a floating IP, a security group with rules, and ports."""
+    ext, ext_sub, net1, sub1, net2, sub2, sg, r1, r2, router, p1, p2, gw, fip = (u() for _ in range(14))
+    i1, i2 = u(), u()
+    ids = {"net1": net1, "p1": p1, "p2": p2, "sg": sg, "r1": r1, "router": router, "i1": i1, "ext": ext}
+    changes = [
+        change(admin, "network", ext, name="public", **{"router:external": True,
+                                                          "provider:network_type": "geneve"}),
+        change(admin, "subnet", ext_sub, network_id=ext, cidr="172.24.4.0/24", ip_version=4,
+               gateway_ip="172.24.4.1", enable_dhcp=False),
+        change(root, "network", net1, name="n1", **{"provider:network_type": "geneve"}),
+        change(root, "subnet", sub1, network_id=net1, cidr="10.10.1.0/24", ip_version=4, gateway_ip="10.10.1.1",
+               enable_dhcp=True),
+        change(root, "network", net2, name="n2", **{"provider:network_type": "geneve"}),
+        change(root, "subnet", sub2, network_id=net2, cidr="10.10.2.0/24", ip_version=4, gateway_ip="10.10.2.1",
+               enable_dhcp=True),
+        change(root, "security_group", sg, name="web", stateful=True),
+        change(root, "security_group_rule", r1, security_group_id=sg, direction="ingress", ethertype="IPv4",
+               protocol="tcp", port_range_min=80, port_range_max=80),
+        change(root, "security_group_rule", r2, security_group_id=sg, direction="egress", ethertype="IPv4"),
+        change(root, "port", p1, network_id=net1, mac_address="fa:16:3e:10:00:01", device_owner="compute:nova",
+               fixed_ips=[{"subnet_id": sub1, "ip_address": "10.10.1.5"}], security_groups=[sg],
+               port_security_enabled=True, admin_state_up=True),
+        change(root, "port", p2, network_id=net2, mac_address="fa:16:3e:10:00:02", device_owner="compute:nova",
+               fixed_ips=[{"subnet_id": sub2, "ip_address": "10.10.2.5"}], security_groups=[sg],
+               port_security_enabled=True, admin_state_up=True),
+        change(root, "port", i1, network_id=net1, mac_address="fa:16:3e:10:01:01",
+               device_owner="network:router_interface", device_id=router,
+               fixed_ips=[{"subnet_id": sub1, "ip_address": "10.10.1.1"}], admin_state_up=True),
+        change(root, "port", i2, network_id=net2, mac_address="fa:16:3e:10:01:02",
+               device_owner="network:router_interface", device_id=router,
+               fixed_ips=[{"subnet_id": sub2, "ip_address": "10.10.2.1"}], admin_state_up=True),
+        change("no-project", "port", gw, network_id=ext, mac_address="fa:16:3e:10:02:01",
+               device_owner="network:router_gateway", device_id=router,
+               fixed_ips=[{"subnet_id": ext_sub, "ip_address": "172.24.4.10"}], admin_state_up=True),
+        change(root, "router", router, name="r", admin_state_up=True, external_network_id=ext, enable_snat=True,
+               external_fixed_ips=[{"subnet_id": ext_sub, "ip_address": "172.24.4.10"}],
+               gateway_port_id=gw, gateway_mac_address="fa:16:3e:10:02:01", gateway_networks=["172.24.4.10/24"],
+               gateway_nexthops=["172.24.4.1"]),
+        change(root, "router_interface", i1, router_id=router, subnet_id=sub1, subnet_ids=[sub1], port_id=i1,
+               mac_address="fa:16:3e:10:01:01", networks=["10.10.1.1/24"]),
+        change(root, "router_interface", i2, router_id=router, subnet_id=sub2, subnet_ids=[sub2], port_id=i2,
+               mac_address="fa:16:3e:10:01:02", networks=["10.10.2.1/24"]),
+        change(root, "floating_ip", fip, floating_network_id=ext, floating_ip_address="172.24.4.20", port_id=p1,
+               fixed_ip_address="10.10.1.5", router_id=router),
+    ]
+    return changes, ids
+
+
+def assert_converged(engine: Engine, backend: OvnBackend) -> None:
+    assert journal_count(engine) == 0
+    bad = {k: (s.state, s.message) for k, s in statuses(engine).items() if s.state != ObjectState.SYNCED.value}
+    assert not bad, bad
+    for root, row in store_roots(engine).items():
+        assert backend.root_etag(root) == int(row.acked, 16), f"root {root}: NB differs from what was acknowledged"
+
+
+def test_a_topology_converges_on_ovn_with_snat_per_interface_subnet(engine: Engine, backend: OvnBackend,
+                                                                   ovn: OvnControlPlane) -> None:
+    root, admin = "p-" + uuid.uuid4().hex[:10], "admin-" + uuid.uuid4().hex[:10]
+    changes, ids = topology(root, admin)
+    record(engine, changes)
+    settle(Worker(engine, backend, fast_config(), worker_id=WorkerId("w1")))
+    assert_converged(engine, backend)
+    assert f"neutron-{ids['router']}" in nb_names(ovn, "Logical_Router")
+    nat = ovn.nbctl("--bare", "--columns=type,logical_ip,external_ip", "list", "NAT")
+    assert "10.10.1.0/24" in nat and "10.10.2.0/24" in nat, nat  # one snat per attached subnet
+    assert "dnat_and_snat" in nat and "172.24.4.20" in nat
+    assert "lrp-" + ids["i1"] in nb_names(ovn, "Logical_Router_Port")
+    assert ovn.nbctl("--bare", "--columns=chassis_name", "list", "Gateway_Chassis").strip() == "chassis-1"
+    # an interface removed: its snat row goes with it, the router's fingerprint stays exact
+    record(engine, [change(root, "router_interface", ids["i1"], op="delete", revision=2)])
+    settle(Worker(engine, backend, fast_config(), worker_id=WorkerId("w1")))
+    assert_converged(engine, backend)
+    assert "10.10.1.0/24" not in ovn.nbctl("--bare", "--columns=logical_ip", "list", "NAT")
+
+
+def test_drift_in_nb_is_repaired_through_the_backends_push_without_a_sweep(engine: Engine, backend: OvnBackend,
+                                                                           ovn: OvnControlPlane) -> None:
+    root, admin = "p-" + uuid.uuid4().hex[:10], "admin-" + uuid.uuid4().hex[:10]
+    changes, ids = topology(root, admin)
+    record(engine, changes)
+    worker = Worker(engine, backend, fast_config(sweep_interval=3600.0), worker_id=WorkerId("w1"))
+    settle(worker)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        took = []
+        pg = f"pg_{ids['sg'].replace('-', '_')}"
+
+        def acl_of_rule() -> str:
+            return ovn.nbctl("--bare", "--columns=_uuid", "find", "ACL",
+                             f'external_ids:"neutron:security_group_rule_id"="{ids["r1"]}"').strip()
+
+        def restored() -> bool:
+            if ids["p1"] not in nb_names(ovn, "Logical_Switch_Port") or pg not in nb_names(ovn, "Port_Group"):
+                return False
+            lsp = ovn.nbctl("--bare", "--columns=_uuid", "find", "Logical_Switch_Port", f"name={ids['p1']}")
+            members = ovn.nbctl("--bare", "--columns=ports", "list", "Port_Group", pg).split()
+            return bool(acl_of_rule()) and lsp.strip() in members
+
+        for damage in (lambda: ovn.nbctl("lsp-del", ids["p1"]),
+                       lambda: ovn.nbctl("remove", "Port_Group", pg, "acls", acl_of_rule()),
+                       lambda: ovn.nbctl("destroy", "Port_Group", pg)):
+            began = time.monotonic()
+            damage()
+            eventually(lambda: backend.root_etag(root) != int(store_roots(engine)[root].acked, 16)
+                       or time.monotonic() - began > 0.2, "the damage to reach the replica")
+            eventually(restored, "the repair")
+            eventually(lambda: canonical.hex256(backend.root_etag(root)) == store_roots(engine)[root].acked,
+                       "the acknowledged fingerprint to match NB again")
+            took.append(time.monotonic() - began)
+        print(f"repaired after NB damage in {', '.join(f'{t:.3f}' for t in took)} s")
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert_converged(engine, backend)
