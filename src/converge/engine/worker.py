@@ -12,6 +12,11 @@ thread; each step:
 4. every ``sweep_interval`` s: compare every root's ETag with the acknowledged one (one paged call) and
    repair the roots that differ.
 
+A backend that sees changes made behind the engine's back (``Backend.on_drift``) reports the root from
+its own thread; the next step compares that root's ETag with the acknowledged one and repairs it at once,
+without waiting for the sweep (which stays as the safety net, and the only way for a backend that cannot
+see such changes).
+
 Between steps with nothing to do it waits ``poll_interval`` or until :meth:`Worker.nudge`.
 """
 
@@ -81,7 +86,10 @@ class Worker:
         self._poll_conn: Connection | None = None  # see _poll
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._drifted: set[RootId] = set()  # roots the backend saw change behind our back (any thread)
+        self._drifted_lock = threading.Lock()
         self.on_reconciled: Callable[[RootId], None] | None = None
+        backend.on_drift(self._drift_seen)
 
     # -- control -------------------------------------------------------------------------------------
     def nudge(self) -> None:
@@ -90,6 +98,13 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def _drift_seen(self, root: RootId) -> None:
+        """The backend's drift callback: runs on a backend thread, so it only notes the root and wakes
+        the loop; :meth:`_check_drift` looks at it on the loop's thread."""
+        with self._drifted_lock:
+            self._drifted.add(root)
         self._wake.set()
 
     def run(self) -> None:
@@ -123,7 +138,9 @@ class Worker:
         with self.engine.connect() as conn:
             pending = sync.pending_roots(conn, limit=1)
         waiting = set(self.recheck) - self.stalled
-        return not pending and not self.due and not self.needs_repair and not waiting
+        with self._drifted_lock:
+            drifted = bool(self._drifted)
+        return not pending and not self.due and not self.needs_repair and not waiting and not drifted
 
     def shutdown(self) -> None:
         self._drop_poll_connection(failed=False)
@@ -144,6 +161,7 @@ class Worker:
             if now - self._last_maintain >= self.config.lease.renew_every:
                 self._maintain(now)
             pending = self._poll()
+            self._check_drift()
         except ConvergeError as err:
             log.warning("worker %s: database: %s", self.id, err)
             return False
@@ -339,6 +357,30 @@ class Worker:
             self._forget(root)
         except ConvergeError as err:
             log.warning("root %s: could not record the failure: %s", root, err)
+
+    def _check_drift(self) -> None:
+        """Roots the backend reported changed: those this worker holds whose ETag differs from the
+        acknowledged one need repair. Runs between passes, so none of them is being reconciled."""
+        with self._drifted_lock:
+            roots, self._drifted = self._drifted, set()
+        for root in sorted(roots):
+            if root not in self.held or root in self.needs_repair:
+                continue  # another worker's root (its backend tells it), or already on its way
+            try:
+                remote = self.backend.root_etag(root)
+            except ConvergeError as err:
+                log.info("root %s changed on the controller, cannot compare now (%s); the sweep will", root, err)
+                continue
+            try:
+                with db.translated(), self.engine.connect() as conn:
+                    state = sync.root_state(conn, root)
+            except ConvergeError:
+                with self._drifted_lock:
+                    self._drifted.add(root)  # the caller logs it; look again next step
+                raise
+            if state is None or state.acked != remote:
+                log.warning("root %s changed on the controller behind our back; repairing", root)
+                self.needs_repair.add(root)
 
     def _sweep(self) -> None:
         """Compare every held root's acknowledged ETag with the controller's; mark differing ones for repair."""
