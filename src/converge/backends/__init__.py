@@ -1,2 +1,3 @@
 """Controller backends. The engine sees only :mod:`converge.backends.base`; configuration picks the
-implementation (today the fabric protocol over HTTP, ``backends.fabric``)."""
+implementation through :mod:`converge.backends.select`: the fabric protocol over HTTP (``backends.fabric``)
+or OVN's Northbound DB (``backends.ovn``)."""

@@ -1,22 +1,36 @@
 """The ``[converge]`` options (oslo.config), registered by the driver and listed for
 ``oslo-config-generator`` (entry point ``oslo.config.opts`` → ``converge.neutron.config:list_opts``).
 
-The token is a secret option: oslo.config masks it when it logs the configuration.
+The token is a secret option: oslo.config masks it when it logs the configuration. :func:`backend_settings`
+turns the options into the backend selector's settings (``converge.backends.select``).
 """
 
 from __future__ import annotations
 
 from oslo_config import cfg
 
+from converge.backends.select import DEFAULT_OVN_NB, BackendKind, BackendSettings, backend_kind
+
 GROUP = "converge"
 
 OPTS = [
+    cfg.StrOpt("backend", default=BackendKind.FABRIC.value,
+               choices=[(BackendKind.FABRIC.value, "a controller speaking the fabric protocol over HTTP "
+                                                   "(controller_urls, token)"),
+                        (BackendKind.OVN.value, "OVN's Northbound DB (ovn_nb_connection)")],
+               help="The controller Converge keeps in step with Neutron."),
     cfg.ListOpt("controller_urls", default=["http://127.0.0.1:8780"],
                 help="Fabric controller URLs, tried in this order (failover)."),
     cfg.StrOpt("token", secret=True, help="Bearer token for the controller's API."),
     cfg.StrOpt("token_file", help="File holding the bearer token (used when 'token' is not set)."),
     cfg.FloatOpt("request_timeout", default=10.0, min=0.1, help="Seconds to wait for a controller answer."),
     cfg.FloatOpt("connect_timeout", default=2.0, min=0.1, help="Seconds to wait for a TCP connection."),
+    cfg.ListOpt("ovn_nb_connection", default=[DEFAULT_OVN_NB],
+                help="OVN Northbound DB remotes (tcp:IP:PORT, ssl:IP:PORT or unix:PATH); a clustered NB fails "
+                     "over across the list."),
+    cfg.FloatOpt("ovn_timeout", default=10.0, min=0.1, help="Seconds to wait for an OVN NB transaction."),
+    cfg.ListOpt("ovn_gateway_chassis", default=[],
+                help="Chassis names that may host router gateways, highest priority first (ovn backend)."),
     cfg.IntOpt("batch_size", default=500, min=1, help="Operations per batch sent to the controller."),
     cfg.FloatOpt("lease_duration", default=15.0, min=1.0,
                  help="Seconds a worker's lease on a project lasts without renewal; renewed every third."),
@@ -31,7 +45,7 @@ OPTS = [
     cfg.StrOpt("vif_type", default="ovs", help="vif_type of ports Converge binds."),
     cfg.DictOpt("vif_details", default={"port_filter": "true"},
                 help="vif_details of ports Converge binds (key:value pairs)."),
-    cfg.ListOpt("bind_network_types", default=["vxlan", "vlan", "flat"],
+    cfg.ListOpt("bind_network_types", default=["geneve", "vxlan", "vlan", "flat"],
                 help="Segment types Converge binds ports on."),
     cfg.ListOpt("physical_networks", default=[],
                 help="Physical networks the fabric reaches: vlan and flat segments on others are left to "
@@ -59,3 +73,16 @@ def token(conf: cfg.ConfigOpts) -> str:
         with open(group.token_file) as f:
             return f.read().strip()
     raise ValueError("[converge] needs 'token' or 'token_file' to reach the controller")
+
+
+def backend_settings(conf: cfg.ConfigOpts, writer: str) -> BackendSettings:
+    """The backend selector's settings from ``[converge]``; the token is read only for the fabric."""
+    opts = conf[GROUP]
+    kind = backend_kind(opts.backend)
+    fabric = kind is BackendKind.FABRIC
+    return BackendSettings(kind=kind, controller_urls=tuple(opts.controller_urls or ()),
+                           token=token(conf) if fabric else None,
+                           ovn_connections=tuple(opts.ovn_nb_connection or ()),
+                           timeout=opts.request_timeout if fabric else opts.ovn_timeout,
+                           connect_timeout=opts.connect_timeout,
+                           gateway_chassis=tuple(opts.ovn_gateway_chassis or ()), writer=writer)

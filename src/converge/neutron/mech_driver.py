@@ -2,7 +2,7 @@
 
 Precommit hooks record intent in Neutron's transaction (one desired-row upsert and one journal row per
 change) and do nothing else: no controller I/O ever happens on the API path. Postcommit hooks only wake
-the workers. ``bind_port`` binds vxlan, vlan and flat segments with the configured vif_type and
+the workers. ``bind_port`` binds geneve, vxlan, vlan and flat segments with the configured vif_type and
 vif_details (only for the hosts and physical networks it serves: ``converge.neutron.binding``, which also
 answers ML2's host filtering); bound and unbound ports both reach the controller. Every API worker, the
 periodic-workers process and any agent may load this driver: ``initialize`` holds no shared state beyond

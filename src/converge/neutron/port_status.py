@@ -2,16 +2,17 @@
 
 When Converge binds a port, its precommit adds a provisioning block (entity ``converge``); Neutron keeps
 the port DOWN while any block remains. This listener, run by each sync worker process, follows the
-controller's event stream and, for every ``port_status up``, completes Converge's block: Neutron's ML2
+backend's port events (``Backend.follow_ports``: the fabric controller's event stream, OVN's
+``Logical_Switch_Port.up``) and, for every port reported up, completes Converge's block: Neutron's ML2
 plugin (loaded in the same process) then sets the port ACTIVE. On every (re)connection it also asks the
-controller about each port still blocked by Converge, so an event missed while disconnected (or older
-than the controller's buffer) cannot leave a port DOWN for ever.
+backend about each port still blocked by Converge (``Backend.port_status``), so an event missed while
+disconnected (or older than the controller's buffer) cannot leave a port DOWN for ever.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from typing import Any
 
 from neutron.db import models_v2, provisioning_blocks
@@ -21,11 +22,9 @@ from neutron_lib.callbacks import resources
 from neutron_lib.db import api as db_api
 from sqlalchemy import select
 
-from converge.backends.fabric import FabricClient
-from converge.backends.fabric.events import Event, EventStream
+from converge.backends.base import Backend, PortStatus
 from converge.core.errors import ConvergeError
-from converge.core.ids import RootId
-from converge.core.kinds import Kind
+from converge.core.ids import ObjectId, RootId
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +37,20 @@ def block(plugin_context: Any, port_id: str) -> None:
 
 
 class PortStatusListener:
-    def __init__(self, client: FabricClient, token: str) -> None:
-        self.client = client
-        self.stream = EventStream(client.urls, token, on_event=self._event, on_connect=self._resync)
-        self._thread: threading.Thread | None = None
+    """Completes Converge's provisioning block of each port the backend reports up; the callbacks run on
+    the backend's thread."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._stop: Callable[[], None] | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.stream.run, name="converge-port-status", daemon=True)
-        self._thread.start()
+        self._stop = self.backend.follow_ports(on_up=self._complete, on_connect=self._resync)
 
     def stop(self) -> None:
-        self.stream.stop()
-
-    def _event(self, event: Event) -> None:
-        if event.type == "port_status" and event.data.get("status") == "up":
-            self._complete(str(event.data["id"]))
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
 
     def _complete(self, port_id: str) -> None:
         provisioning_blocks.provisioning_complete(n_context.get_admin_context(), port_id, resources.PORT, ENTITY)
@@ -66,7 +64,7 @@ class PortStatusListener:
                 .where(ProvisioningBlock.entity == ENTITY)).all()
         for port_id, project in rows:
             try:
-                if self.client.object_status(RootId(project), Kind.PORT, port_id) == "up":
+                if self.backend.port_status(RootId(project), ObjectId(port_id)) is PortStatus.UP:
                     self._complete(port_id)
             except ConvergeError as err:
                 log.info("port %s: cannot ask the controller yet (%s)", port_id, err)

@@ -1,6 +1,7 @@
 """The sync worker as Neutron runs it: ``get_workers()`` hands these to ``neutron-periodic-workers``, which
 starts each in its own process. It runs the engine's :class:`~converge.engine.worker.Worker` in a thread
-against Neutron's own database (the converge tables live there) and the ``[converge]`` controllers.
+against Neutron's own database (the converge tables live there) and the backend ``[converge] backend``
+chooses (``converge.backends.select``), and follows that backend's port events (port_status.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from neutron_lib import worker as neutron_worker
 from oslo_config import cfg
 
-from converge.backends.fabric import FabricClient
+from converge.backends.select import make_backend
 from converge.engine.worker import Worker, WorkerConfig
 from converge.neutron import config, recorder
 from converge.neutron.port_status import PortStatusListener
@@ -27,8 +28,7 @@ def build_worker(conf: cfg.ConfigOpts) -> Worker:
     config.register(conf)
     opts = conf.converge
     worker_id = leases.new_worker_id()
-    backend = FabricClient(list(opts.controller_urls), config.token(conf), timeout=opts.request_timeout,
-                           connect_timeout=opts.connect_timeout, writer=worker_id)
+    backend = make_backend(config.backend_settings(conf, writer=worker_id))
     d = opts.lease_duration
     settings = WorkerConfig(poll_interval=opts.poll_interval, sweep_interval=opts.sweep_interval,
                             batch_size=opts.batch_size, concurrency=opts.concurrency,
@@ -49,9 +49,7 @@ class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
         self._thread = threading.Thread(target=self._worker.run, name="converge-sync", daemon=True)
         self._thread.start()
         recorder.register_nudge(self._worker.nudge)  # changes recorded in this process wake it at once
-        client = self._worker.backend
-        assert isinstance(client, FabricClient)
-        self._ports = PortStatusListener(client, config.token(cfg.CONF))
+        self._ports = PortStatusListener(self._worker.backend)
         self._ports.start()
         log.info("converge sync worker %s started", self._worker.id)
 
