@@ -58,8 +58,8 @@ def test_load_status_journal_sync_run(cli, fabric, engine):
 
     status = as_json(cli("status", "--json"))
     assert sum(r["pending"] for r in status["roots"]) == 120
-    assert status["settings"]["token"] == "(file)"
-    assert [c["state"] for c in status["controllers"]] == ["up"]
+    assert status["settings"]["token"] == "(file)" and status["settings"]["backend"] == "fabric"
+    assert [c["state"] for c in status["controllers"]] == ["closed"] and status["controller_error"] is None
 
     journal = as_json(cli("journal", "--json", "--limit", "500"))
     assert len(journal["pending"]) == 120 and journal["problems"] == []
@@ -178,10 +178,18 @@ def test_a_token_from_the_environment_is_used_and_never_shown(cli, fabric, engin
     record(engine, [change("p1", "network", "n1", name="n")])
     assert cli("sync", "run", "--until-idle", "--timeout", "60", "--log-level", "DEBUG", env=env).returncode == 0
     status = as_json(cli("status", "--json", env=env))
-    assert status["settings"]["token"] == "(env)" and [c["state"] for c in status["controllers"]] == ["up"]
+    assert status["settings"]["token"] == "(env)" and [c["state"] for c in status["controllers"]] == ["closed"]
     assert cli("drift", env=env).returncode == 0
     assert cli("status", env=env).returncode == 0
     assert_converged(engine, fabric)
+
+
+def test_status_says_when_the_controller_cannot_be_reached(cli, fabric, engine):
+    dead = f"http://127.0.0.1:{free_port()}"
+    status = as_json(cli("status", "--json", env=cli_env(CONVERGE_CONTROLLERS=dead,
+                                                         CONVERGE_TOKEN_FILE=str(fabric.token_file))))
+    assert "no controller answered" in status["controller_error"]
+    assert [c["url"] for c in status["controllers"]] == [dead] and status["controllers"][0]["error"]
 
 
 def test_a_standalone_agent_takes_its_settings_from_neutron_config_files(cli, fabric, engine, store_url, tmp_path):

@@ -1,7 +1,10 @@
-"""Settings shared by the commands: database URL, controller URLs and token, output mode.
+"""Settings shared by the commands: database URL, the backend and how to reach it, output mode.
 
-Secrets come from files or the environment, never from a command-line value that ``ps`` would show, and
-are never printed: ``Settings.describe()`` masks them.
+Each value comes from the command line, else the environment, else the ``--config-file`` Neutron files,
+else a default. The backend (``--backend fabric|ovn``) is built by the one selector,
+``converge.backends.select``: the fabric needs controller URLs and a token, OVN its NB remotes. Secrets come
+from files or the environment, never from a command-line value that ``ps`` would show, and are never
+printed: ``Settings.describe()`` masks them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from converge.backends.fabric import FabricClient
+from converge.backends.base import Backend
+from converge.backends.select import DEFAULT_OVN_NB, BackendKind, BackendSettings, backend_kind, make_backend
 from converge.core.errors import ConfigurationError
 from converge.core.inifile import read_neutron_config
 from converge.store import db, migrate
@@ -28,6 +32,10 @@ class Settings:
     token_file: str | None
     json: bool
     config_token: str | None = None  # [converge] token of a --config-file
+    backend_kind: BackendKind = BackendKind.FABRIC
+    ovn_nb: tuple[str, ...] = (DEFAULT_OVN_NB,)
+    ovn_timeout: float = 10.0
+    gateway_chassis: tuple[str, ...] = ()
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         if self.db_url.startswith("sqlite:///") and not self.db_url.startswith("sqlite:///:"):
@@ -49,14 +57,26 @@ class Settings:
             raise ConfigurationError("no controller token: give --token-file or set CONVERGE_TOKEN")
         return token
 
-    def backend(self, writer: str = "converge-cli") -> FabricClient:
+    @property
+    def has_backend(self) -> bool:
+        """Whether a controller is configured at all (the fabric needs URLs; OVN has a default remote)."""
+        return self.backend_kind is BackendKind.OVN or bool(self.controllers)
+
+    def backend(self, writer: str = "converge-cli") -> Backend:
+        if self.backend_kind is BackendKind.OVN:
+            return make_backend(BackendSettings(kind=BackendKind.OVN, ovn_connections=self.ovn_nb,
+                                                timeout=self.ovn_timeout, gateway_chassis=self.gateway_chassis,
+                                                writer=writer))
         if not self.controllers:
             raise ConfigurationError("no controller URL: give --controller or set CONVERGE_CONTROLLERS")
-        return FabricClient(list(self.controllers), self.token(), writer=writer)
+        return make_backend(BackendSettings(kind=BackendKind.FABRIC, controller_urls=self.controllers,
+                                            token=self.token(), writer=writer))
 
     def describe(self) -> dict[str, object]:
-        return {
-            "db": _mask_url(self.db_url),
+        described: dict[str, object] = {"db": _mask_url(self.db_url), "backend": self.backend_kind.value}
+        if self.backend_kind is BackendKind.OVN:
+            return described | {"ovn_nb": list(self.ovn_nb)}
+        return described | {
             "controllers": list(self.controllers),
             "token": "(file)" if self.token_file
             else "(env)" if os.environ.get("CONVERGE_TOKEN")
@@ -90,14 +110,30 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="Neutron configuration file(s) (repeatable, like Neutron's): [database] connection and "
-        "[converge] controller_urls, token, token_file; for an agent run beside Neutron",
+        "[converge] backend, controller_urls, token, token_file, ovn_nb_connection, ovn_timeout, "
+        "ovn_gateway_chassis; for an agent run beside Neutron",
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=[k.value for k in BackendKind],
+        help="the controller's kind (env CONVERGE_BACKEND; else [converge] backend of --config-file; "
+        "default fabric)",
     )
     parser.add_argument(
         "--controller",
         action="append",
         default=None,
         metavar="URL",
-        help="controller URL, repeat for failover (env CONVERGE_CONTROLLERS, comma-separated)",
+        help="fabric controller URL, repeat for failover (env CONVERGE_CONTROLLERS, comma-separated)",
+    )
+    parser.add_argument(
+        "--ovn-nb",
+        action="append",
+        default=None,
+        metavar="REMOTE",
+        help=f"OVN Northbound DB remote (tcp:IP:PORT, ssl:IP:PORT, unix:PATH), repeat for a cluster (env "
+        f"CONVERGE_OVN_NB, comma-separated; else [converge] ovn_nb_connection; default {DEFAULT_OVN_NB})",
     )
     parser.add_argument(
         "--token-file",
@@ -112,7 +148,9 @@ def common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     parent.add_argument("--db", default=argparse.SUPPRESS)
     parent.add_argument("--config-file", action="append", default=argparse.SUPPRESS, metavar="FILE")
+    parent.add_argument("--backend", default=argparse.SUPPRESS, choices=[k.value for k in BackendKind])
     parent.add_argument("--controller", action="append", default=argparse.SUPPRESS, metavar="URL")
+    parent.add_argument("--ovn-nb", action="append", default=argparse.SUPPRESS, metavar="REMOTE")
     parent.add_argument("--token-file", default=argparse.SUPPRESS)
     parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     return parent
@@ -121,10 +159,23 @@ def common() -> argparse.ArgumentParser:
 COMMON = common()
 
 
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def settings(args: argparse.Namespace) -> Settings:
     conf = read_neutron_config(args.config_file) if args.config_file else {}
-    urls = (args.controller or [u for u in os.environ.get("CONVERGE_CONTROLLERS", "").split(",") if u.strip()]
-            or [u for u in conf.get("controller_urls", "").split(",") if u.strip()])
+    urls = (args.controller or _split(os.environ.get("CONVERGE_CONTROLLERS", ""))
+            or _split(conf.get("controller_urls", "")))
     db = args.db or os.environ.get("CONVERGE_DB") or conf.get("db") or DEFAULT_DB
     token_file = args.token_file or conf.get("token_file")
-    return Settings(db, tuple(u.strip() for u in urls), token_file, bool(args.json), conf.get("token"))
+    kind = backend_kind(args.backend or os.environ.get("CONVERGE_BACKEND") or conf.get("backend") or "fabric")
+    ovn_nb = (args.ovn_nb or _split(os.environ.get("CONVERGE_OVN_NB", "")) or _split(conf.get("ovn_nb_connection", ""))
+              or [DEFAULT_OVN_NB])
+    try:
+        ovn_timeout = float(conf.get("ovn_timeout", "10"))
+    except ValueError:
+        raise ConfigurationError(f"[converge] ovn_timeout {conf['ovn_timeout']!r} is not a number") from None
+    return Settings(db, tuple(u.strip() for u in urls), token_file, bool(args.json), conf.get("token"),
+                    backend_kind=kind, ovn_nb=tuple(r.strip() for r in ovn_nb), ovn_timeout=ovn_timeout,
+                    gateway_chassis=tuple(_split(conf.get("ovn_gateway_chassis", ""))))

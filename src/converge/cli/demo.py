@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from converge.backends.fabric import FabricClient
+from converge.backends.base import Backend
 from converge.bench.workload import Workload
 from converge.cli import output
 from converge.cli.context import COMMON, Settings
@@ -70,7 +70,7 @@ def cmd_embedded(cfg: Settings, args: argparse.Namespace) -> int:
             500,
             show=True,
         )
-        backend = FabricClient([fabric.url], fabric.token, writer="converge-demo")
+        backend = local.backend(writer="converge-demo")
         worker = Worker(engine, backend, WorkerConfig(sweep_interval=1.0))
         started = time.monotonic()
         with engine.connect() as conn:
@@ -106,7 +106,7 @@ def cmd_embedded(cfg: Settings, args: argparse.Namespace) -> int:
             fabric.stop()
 
 
-def verify(engine: Any, backend: FabricClient) -> list[str]:
+def verify(engine: Any, backend: Backend) -> list[str]:
     """Roots whose controller ETag differs from the fingerprint of their desired objects."""
     with engine.connect() as conn:
         names = list(sync.all_acked(conn))

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from converge.backends.fabric import FabricClient
+from converge.backends.base import Backend
 from converge.cli import output
 from converge.cli.context import Settings
 from converge.cli.sync_cmds import cmd_status
@@ -63,7 +63,7 @@ def build_topology(cloud: Any, projects: int) -> list[str]:
     return ports
 
 
-def converged(engine: Any, client: FabricClient, cloud: Any, ports: list[str]) -> tuple[bool, str]:
+def converged(engine: Any, client: Backend, cloud: Any, ports: list[str]) -> tuple[bool, str]:
     with engine.connect() as conn:
         pending = sync.pending_roots(conn)
         roots = list(sync.all_acked(conn))
@@ -109,7 +109,8 @@ def run(cfg: Settings, args: argparse.Namespace) -> int:
                 f"created {args.projects} projects through the Neutron API in {time.monotonic() - began:.1f} s"
             )
             engine = db.make_engine(stack.db_url)
-            client = FabricClient([fabric.url], fabric.token, writer="converge-demo")
+            local = Settings(stack.db_url, (fabric.url,), str(fabric.token_file), cfg.json)
+            client = local.backend(writer="converge-demo")
             deadline = time.monotonic() + 120
             done, summary = False, ""
             while time.monotonic() < deadline:
@@ -119,7 +120,7 @@ def run(cfg: Settings, args: argparse.Namespace) -> int:
                 time.sleep(0.5)
             took = time.monotonic() - began
             args.root = None
-            cmd_status(Settings(stack.db_url, (fabric.url,), str(fabric.token_file), cfg.json), args)
+            cmd_status(local, args)
             client.close()
             engine.dispose()
             if not done:

@@ -9,6 +9,8 @@ from typing import Any
 
 from converge.cli import output
 from converge.cli.context import COMMON, Settings
+from converge.core.errors import ConvergeError
+from converge.core.ids import RootId
 from converge.engine.worker import Worker, WorkerConfig
 from converge.store import leases, operator, report
 from converge.store.leases import LeaseTiming
@@ -31,7 +33,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_sync_run)
 
-    s = sub.add_parser("status", parents=[COMMON], help="per-root backlog, errors, leases; workers; controller health")
+    s = sub.add_parser("status", parents=[COMMON],
+                       help="per-root backlog, errors, leases; workers; controller health (as the backend sees it "
+                            "after one read: the fabric's circuit breaker per URL, OVN's NB connection)")
     s.add_argument("--root", action="append", help="only these roots")
     s.set_defaults(func=cmd_status)
 
@@ -86,12 +90,20 @@ def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
         roots = report.roots_report(conn, args.root)
         workers = report.workers_report(conn)
     health: list[dict[str, Any]] = []
-    if cfg.controllers:
+    unreachable: str | None = None
+    if cfg.has_backend:
         backend = cfg.backend()
-        health = [{"url": h.url, "state": h.state, "error": h.last_error} for h in backend.probe()]
-        backend.close()
+        try:
+            # One read first, so that what the backend says of its endpoints is news, not its start state.
+            backend.root_etag(roots[0].root if roots else RootId("converge-status"))
+        except ConvergeError as err:
+            unreachable = f"{type(err).__name__}: {err}"
+        finally:
+            health = [{"url": h.url, "state": h.state, "error": h.last_error} for h in backend.health()]
+            backend.close()
     if cfg.json:
-        output.emit_json({"roots": roots, "workers": workers, "controllers": health, "settings": cfg.describe()})
+        output.emit_json({"roots": roots, "workers": workers, "controllers": health, "controller_error": unreachable,
+                          "settings": cfg.describe()})
         return 0
     output.table(
         "Roots",
@@ -118,6 +130,8 @@ def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
     )
     if health:
         output.table("Controllers", ["url", "state", "error"], [(h["url"], h["state"], h["error"]) for h in health])
+    if unreachable:
+        output.errors.print(f"controller: {unreachable}")
     pending = sum(r.pending for r in roots)
     errs = sum(r.errors for r in roots)
     blocked = sum(r.blocked for r in roots)

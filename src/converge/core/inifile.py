@@ -8,9 +8,13 @@ import configparser
 
 from converge.core.errors import ConfigurationError
 
+KEYS = ("backend", "controller_urls", "token", "token_file", "ovn_nb_connection", "ovn_timeout",
+        "ovn_gateway_chassis")
+
 
 def read_neutron_config(paths: list[str]) -> dict[str, str]:
-    """``db`` ([database] connection), ``controller_urls``, ``token``, ``token_file`` ([converge])."""
+    """``db`` ([database] connection) and the ``[converge]`` keys of :data:`KEYS` that are set (lists stay
+    comma-separated text)."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     for path in paths:
         try:
@@ -21,6 +25,6 @@ def read_neutron_config(paths: list[str]) -> dict[str, str]:
         except configparser.Error as err:
             raise ConfigurationError(f"config file {path} is not valid INI: {err}") from None
     found = {"db": parser.get("database", "connection", fallback="")}
-    for key in ("controller_urls", "token", "token_file"):
+    for key in KEYS:
         found[key] = parser.get("converge", key, fallback="")
     return {k: v.strip() for k, v in found.items() if v and v.strip()}

@@ -209,18 +209,6 @@ class FabricClient:
     def health(self) -> list[EndpointHealth]:
         return [EndpointHealth(u, b.state.value, b.failures, b.last_error) for u, b in self.breakers.items()]
 
-    def probe(self) -> list[EndpointHealth]:
-        """Ask every URL for /healthz now (for ``converge status``), independent of the breakers."""
-        out = []
-        for url in self.urls:
-            try:
-                resp = self._http.get(url + "/healthz")
-                ok = resp.status_code == 200
-                out.append(EndpointHealth(url, "up" if ok else f"HTTP {resp.status_code}", 0, None))
-            except httpx.TransportError as err:
-                out.append(EndpointHealth(url, "down", 0, type(err).__name__))
-        return out
-
     def close(self) -> None:
         with self._followers_lock:
             followers, self._followers = self._followers, []
