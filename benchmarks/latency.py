@@ -38,8 +38,8 @@ class TimedClient(FabricClient):
         self.applied: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
         self._lock = threading.Lock()
 
-    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation]) -> int:
-        etag = super().apply(root, if_match=if_match, operations=operations)
+    def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation], epoch: int = 0) -> int:
+        etag = super().apply(root, if_match=if_match, operations=operations, epoch=epoch)
         now = time.time()
         with self._lock:
             for op in operations:

@@ -275,11 +275,11 @@ class InterleavingClient(FabricClient):
         super().__init__(*args, **kwargs)
         self.meanwhile = meanwhile
 
-    def apply(self, root, *, if_match, operations):
+    def apply(self, root, *, if_match, operations, epoch=0):
         if self.meanwhile is not None:
             hook, self.meanwhile = self.meanwhile, None
             hook()
-        return super().apply(root, if_match=if_match, operations=operations)
+        return super().apply(root, if_match=if_match, operations=operations, epoch=epoch)
 
 
 def test_a_holder_paused_mid_pass_is_refused_by_the_controller_and_cannot_commit(mariadb_url, fabric):
