@@ -9,7 +9,7 @@ missing, none extra, no attribute different — and never a revision above the o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +83,37 @@ def listed(cloud: Connection, collection: str, project: str, query: str = "") ->
     return items
 
 
+def queried(name: str, values: Iterable[str]) -> str:
+    """``name=v1&name=v2…``: the API's filter on several values."""
+    return "&".join(f"{name}={value}" for value in sorted(set(values)))
+
+
+def subnet_lookup(cloud: Connection, ids: Iterable[str]) -> dict[str, l3.Subnet]:
+    """Subnet id → (cidr, gateway_ip), from ``GET /subnets`` (any project's: an external network's too)."""
+    wanted = queried("id", ids)
+    if not wanted:
+        return {}
+    subnets = cloud.network.get(f"/subnets?{wanted}").json()["subnets"]
+    return {s["id"]: l3.Subnet(s["cidr"], s["gateway_ip"]) for s in subnets}
+
+
+def addresses(*ports: Mapping[str, Any] | None) -> list[str]:
+    return [ip["subnet_id"] for port in ports if port for ip in port.get("fixed_ips") or ()]
+
+
 def neutron_items(cloud: Connection, project: str, collections: Mapping[Kind, str] = COLLECTIONS
                   ) -> dict[Key, dict[str, Any]]:
-    """Every resource Neutron lists for a project, as the API returns it (a router interface as the L3
-    plugin derives it from its port)."""
+    """Every resource Neutron lists for a project, as the API returns it; a router interface as the L3
+    plugin records it (``l3.interface_of``), from its port and the port's subnets."""
     items = {(kind.value, item["id"]): item for kind, collection in collections.items()
              if kind is not Kind.ROUTER_INTERFACE for item in listed(cloud, collection, project)}
-    if Kind.ROUTER_INTERFACE in collections:
-        for port in listed(cloud, "ports", project, "&device_owner=network:router_interface"):
-            interface = l3.interface_of(port)
-            assert interface is not None, port
-            items[(Kind.ROUTER_INTERFACE.value, port["id"])] = interface
+    interfaces = (listed(cloud, "ports", project, "&device_owner=network:router_interface")
+                  if Kind.ROUTER_INTERFACE in collections else [])
+    subnets = subnet_lookup(cloud, addresses(*interfaces))
+    for port in interfaces:
+        interface = l3.interface_of(port, {i: s.cidr for i, s in subnets.items()})
+        assert interface is not None, port
+        items[(Kind.ROUTER_INTERFACE.value, port["id"])] = interface
     return items
 
 

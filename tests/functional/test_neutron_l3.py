@@ -6,7 +6,7 @@ routers and floating IPs reads ``synced``.
 One stack per module (MariaDB, migrations, uWSGI, periodic workers running the sync worker against a
 fabric controller process), as in ``test_neutron_converge.py``; the comparison is extended here to the L3
 kinds, each derived from the Neutron API: ``GET /routers``, ``GET /floatingips`` and the ports whose
-device_owner is ``network:router_interface``.
+device_owner is ``network:router_interface`` (with their subnets).
 """
 
 from __future__ import annotations
@@ -97,10 +97,13 @@ def test_a_router_with_interfaces_and_a_floating_ip_converges_through_updates_an
 
     state = wait_converged(cloud, fabric, project, ext_project)
     assert state[("router", router.id)]["external_network_id"] == ext.id
-    assert state[("router_interface", by_subnet["port_id"])] == {
-        "router_id": router.id, "subnet_id": sub.id, "subnet_ids": [sub.id], "port_id": by_subnet["port_id"]}
+    inside = cloud.network.get_port(by_subnet["port_id"])
+    assert state[("router_interface", inside.id)] == {
+        "router_id": router.id, "subnet_id": sub.id, "subnet_ids": [sub.id], "port_id": inside.id,
+        "mac_address": inside.mac_address, "networks": ["10.10.0.1/24"]}
     assert state[("router_interface", spare.id)] == {"router_id": router.id, "subnet_id": sub2.id,
-                                                      "subnet_ids": [sub2.id], "port_id": spare.id}
+                                                      "subnet_ids": [sub2.id], "port_id": spare.id,
+                                                      "mac_address": spare.mac_address, "networks": ["10.20.0.1/24"]}
     assert by_port["port_id"] == spare.id
     assert state[("floating_ip", fip.id)]["port_id"] == vm.id
     assert state[("floating_ip", fip.id)]["floating_network_id"] == ext.id  # another project's network
@@ -180,10 +183,13 @@ def test_one_interface_port_with_several_ipv6_prefixes_carries_them_all(cloud, f
     assert cloud.network.add_interface_to_router(router, subnet_id=second.id)["port_id"] == port
     state = wait_converged(cloud, fabric, project)
     assert state[("router_interface", port)]["subnet_ids"] == sorted([first.id, second.id])
+    assert state[("router_interface", port)]["networks"] == sorted([f"{first.gateway_ip}/64",
+                                                                    f"{second.gateway_ip}/64"])
 
     cloud.network.remove_interface_from_router(router, subnet_id=second.id)  # the port keeps the other prefix
     state = wait_converged(cloud, fabric, project)
     assert state[("router_interface", port)]["subnet_ids"] == [first.id]
+    assert state[("router_interface", port)]["networks"] == [f"{first.gateway_ip}/64"]
     cloud.network.delete_subnet(second)
     cloud.network.remove_interface_from_router(router, subnet_id=first.id)
     cloud.network.delete_router(router)

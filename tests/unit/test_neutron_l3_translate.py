@@ -9,10 +9,15 @@ ROUTER = {"id": "r1", "project_id": "proj", "name": "edge", "description": "", "
           "status": "ACTIVE", "external_gateway_info": None, "routes": [], "distributed": False, "ha": False,
           "availability_zone_hints": [], "revision_number": 3, "converge:sync_state": "pending"}
 GATEWAY_PORT = {"id": "gw1", "project_id": "", "network_id": "ext", "device_owner": "network:router_gateway",
-                "device_id": "r1", "fixed_ips": [{"subnet_id": "es", "ip_address": "172.24.4.10"}]}
+                "device_id": "r1", "mac_address": "fa:16:3e:00:00:0a",
+                "fixed_ips": [{"subnet_id": "es", "ip_address": "172.24.4.10"}]}
 INTERFACE_PORT = {"id": "p1", "project_id": "proj", "network_id": "n1", "device_owner": "network:router_interface",
-                  "device_id": "r1", "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.1"}],
-                  "revision_number": 4}
+                  "device_id": "r1", "mac_address": "fa:16:3e:00:00:01",
+                  "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.1"}], "revision_number": 4}
+SUBNETS = {"es": l3.Subnet("172.24.4.0/24", "172.24.4.1"), "es6": l3.Subnet("2001:db8:24::/64", None),
+           "s1": l3.Subnet("10.0.0.0/24", "10.0.0.1"), "s2": l3.Subnet("2001:db8:2::/64", "2001:db8:2::1"),
+           "s9": l3.Subnet("2001:db8:9::/56", "2001:db8:9::1")}
+CIDRS = {i: s.cidr for i, s in SUBNETS.items()}
 FIP = {"id": "f1", "project_id": "proj", "tenant_id": "proj", "floating_network_id": "ext",
        "floating_ip_address": "172.24.4.20", "port_id": "vm1", "fixed_ip_address": "10.0.0.5", "router_id": "r1",
        "status": "DOWN", "description": "", "qos_policy_id": None, "qos_network_policy_id": None,
@@ -51,12 +56,13 @@ def test_only_a_router_gateway_port_with_a_router_is_a_gateway():
 
 
 def test_an_interface_port_stands_for_a_router_interface_with_the_ports_id():
-    interface = l3.interface_of(INTERFACE_PORT)
+    interface = l3.interface_of(INTERFACE_PORT, CIDRS)
     assert interface is not None
     change = translate.upsert(Kind.ROUTER_INTERFACE, interface, created=True)
     assert (change.root, change.kind, change.id, change.revision) == ("proj", Kind.ROUTER_INTERFACE, "p1", 4)
     assert dict(change.attributes or {}) == {"router_id": "r1", "subnet_id": "s1", "subnet_ids": ["s1"],
-                                             "port_id": "p1"}
+                                             "port_id": "p1", "mac_address": "fa:16:3e:00:00:01",
+                                             "networks": ["10.0.0.1/24"]}
     assert set(parents(Kind.ROUTER_INTERFACE, change.attributes or {})) == {
         (Kind.ROUTER, "r1"), (Kind.SUBNET, "s1"), (Kind.PORT, "p1")}
 
@@ -71,9 +77,27 @@ def test_other_ports_are_not_interfaces():
 
 def test_a_port_with_several_prefixes_names_one_subnet_whatever_the_order():
     ips = [{"subnet_id": "s9", "ip_address": "2001:db8:9::1"}, {"subnet_id": "s2", "ip_address": "2001:db8:2::1"}]
-    one = l3.interface_of({**INTERFACE_PORT, "fixed_ips": ips})
-    other = l3.interface_of({**INTERFACE_PORT, "fixed_ips": ips[::-1]})
+    one = l3.interface_of({**INTERFACE_PORT, "fixed_ips": ips}, CIDRS)
+    other = l3.interface_of({**INTERFACE_PORT, "fixed_ips": ips[::-1]}, CIDRS)
     assert one is not None and one == other and one["subnet_id"] == "s2"
+    assert one["networks"] == ["2001:db8:2::1/64", "2001:db8:9::1/56"]  # each address with its own prefix length
+
+
+def test_an_interface_carries_its_ports_mac_and_addresses_with_their_prefix_lengths():
+    interface = l3.interface_of(INTERFACE_PORT, CIDRS)
+    assert interface is not None
+    attrs = translate.attributes(Kind.ROUTER_INTERFACE, interface)
+    assert (attrs["mac_address"], attrs["networks"]) == ("fa:16:3e:00:00:01", ["10.0.0.1/24"])
+    moved = l3.interface_of({**INTERFACE_PORT, "mac_address": "fa:16:3e:00:00:02"}, CIDRS)
+    assert moved is not None and translate.upsert(Kind.ROUTER_INTERFACE, moved, created=False).digest() != (
+        translate.upsert(Kind.ROUTER_INTERFACE, interface, created=False).digest())
+    bare = l3.interface_of(INTERFACE_PORT)  # a caller only asking whether the port is an interface
+    assert bare is not None and "networks" not in bare
+
+
+def test_an_address_whose_subnet_is_unknown_is_left_out_of_the_networks():
+    ips = [{"subnet_id": "s1", "ip_address": "10.0.0.1"}, {"subnet_id": "gone", "ip_address": "10.9.0.1"}]
+    assert l3.networks(ips, CIDRS) == ["10.0.0.1/24"]
 
 
 def test_a_floating_ip_belongs_to_its_project_and_references_the_external_network():

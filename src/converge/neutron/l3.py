@@ -23,6 +23,9 @@ Which hooks, and why (Neutron 29.0.0, ``neutron/db/l3_db.py`` and ``neutron/plug
   (device_owner ``network:router_interface``, device_id = the router), so the same ``PORT`` precommit
   events record it, once Neutron's ``routerports`` row for it exists (Neutron's last port update in
   ``_add_router_port`` comes after that row), and delete it with the port.
+- What a controller needs to build an interface's router port from its document alone (OVN's
+  Logical_Router_Port) is added by ``interface_of``: the port's MAC and ``ip/prefixlen`` addresses, the
+  subnets read in the same transaction.
 - Floating IPs: ``FLOATING_IP`` ``PRECOMMIT_CREATE`` / ``PRECOMMIT_UPDATE`` inside the writer
   (``desired_state`` is the DB row, or the object when a port delete disassociates it), and
   ``PRECOMMIT_DELETE``, which Neutron re-publishes from the floating IP port's ``PORT`` precommit delete.
@@ -32,10 +35,12 @@ AFTER events only wake the sync workers: no controller I/O ever happens on the A
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
+from neutron.db import models_v2
 from neutron.db.models import l3 as l3_models
 from neutron.objects import router as l3_objects
 from neutron.services.l3_router.l3_router_plugin import L3RouterPlugin
@@ -69,18 +74,41 @@ def router_with_gateway(router: Mapping[str, Any], gateway_port: Mapping[str, An
     return out
 
 
-def interface_of(port: Mapping[str, Any]) -> dict[str, Any] | None:
+class Subnet(NamedTuple):
+    """What a router's documents need of a subnet, read by the callers inside Neutron's transaction."""
+
+    cidr: str
+    gateway_ip: str | None
+
+
+def networks(fixed_ips: Iterable[Mapping[str, Any]], cidrs: Mapping[str, str]) -> list[str]:
+    """``ip/prefixlen`` of each address, the prefix length from its subnet's cidr; sorted.
+
+    An address whose subnet ``cidrs`` lacks is left out, as ML2/OVN leaves out a subnet it cannot read:
+    inside Neutron's transaction every allocated address has its subnet, so this does not happen there."""
+    return sorted(f"{ip['ip_address']}/{ipaddress.ip_network(cidrs[ip['subnet_id']], strict=False).prefixlen}"
+                  for ip in fixed_ips if ip["subnet_id"] in cidrs)
+
+
+def interface_of(port: Mapping[str, Any], cidrs: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """The router interface a port dict stands for (same id as the port), or None if it is not one.
 
     ``subnet_ids``: every subnet the port has an address on (one router port carries all the IPv6
     prefixes of a network added to the router); ``subnet_id``: the smallest of them, so it does not
-    depend on the order Neutron lists them in."""
-    subnets = sorted(ip["subnet_id"] for ip in port.get("fixed_ips") or ())
-    if port.get("device_owner") not in n_const.ROUTER_INTERFACE_OWNERS or not port.get("device_id") or not subnets:
+    depend on the order Neutron lists them in. ``mac_address`` and ``networks`` (``ip/prefixlen`` of each
+    address, the prefix lengths from ``cidrs``: subnet id → cidr, read by the caller) let a controller
+    build the interface's router port from this document alone. Without ``cidrs`` (a caller only asking
+    whether the port is an interface) ``networks`` is left out."""
+    fixed_ips = list(port.get("fixed_ips") or ())
+    ids = sorted(ip["subnet_id"] for ip in fixed_ips)
+    if port.get("device_owner") not in n_const.ROUTER_INTERFACE_OWNERS or not port.get("device_id") or not ids:
         return None
-    return {"id": port["id"], "project_id": translate.root_of(port), "router_id": port["device_id"],
-            "subnet_id": subnets[0], "subnet_ids": sorted(set(subnets)), "port_id": port["id"],
-            "revision_number": port.get("revision_number")}
+    out = {"id": port["id"], "project_id": translate.root_of(port), "router_id": port["device_id"],
+           "subnet_id": ids[0], "subnet_ids": sorted(set(ids)), "port_id": port["id"],
+           "mac_address": port.get("mac_address"), "revision_number": port.get("revision_number")}
+    if cidrs is not None:
+        out["networks"] = networks(fixed_ips, cidrs)
+    return out
 
 
 IDENTITY = ("id", "project_id", "tenant_id", "revision_number")  # who and which version, kept for translate
@@ -149,6 +177,17 @@ def _shown(collection: str, resource: Mapping[str, Any]) -> dict[str, Any]:
 # -- routers --------------------------------------------------------------------------------------------
 
 
+def _subnets(context: Any, fixed_ips: Iterable[Mapping[str, Any]]) -> dict[str, Subnet]:
+    """The subnets of these addresses (another project's too: an external network's), in one query inside
+    Neutron's transaction."""
+    ids = sorted({ip["subnet_id"] for ip in fixed_ips})
+    if not ids:
+        return {}
+    subnet = models_v2.Subnet
+    rows = context.session.execute(select(subnet.id, subnet.cidr, subnet.gateway_ip).where(subnet.id.in_(ids)))
+    return {row.id: Subnet(row.cidr, row.gateway_ip) for row in rows}
+
+
 def _record_router(context: Any, router_db: Any, *, created: bool) -> None:
     router = _shown("routers", _plugin()._make_router_dict(router_db))
     recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, router, created=created)))
@@ -191,10 +230,10 @@ def _record_gateway(context: Any, port: Mapping[str, Any], *, gone: bool) -> Non
 # -- router interfaces (their ports) and gateway ports -------------------------------------------------
 
 
-def _attached(context: Any, interface: Mapping[str, Any]) -> bool:
+def _attached(context: Any, port: Mapping[str, Any]) -> bool:
     """Neutron's routerports row exists: the interface is really there, not just a port being set up."""
-    query = select(l3_models.RouterPort.port_id).where(l3_models.RouterPort.router_id == interface["router_id"],
-                                                       l3_models.RouterPort.port_id == interface["id"])
+    query = select(l3_models.RouterPort.port_id).where(l3_models.RouterPort.router_id == port["device_id"],
+                                                       l3_models.RouterPort.port_id == port["id"])
     return context.session.execute(query).first() is not None
 
 
@@ -206,8 +245,10 @@ def _port_changed(resource: str, event: str, trigger: Any, payload: Any) -> None
     if is_gateway(port):
         _record_gateway(ctx, port, gone=event == events.PRECOMMIT_DELETE)
         return
-    interface = interface_of(port) if event != events.PRECOMMIT_DELETE else None
-    if interface is not None and _attached(ctx, interface):
+    interface = None
+    if event != events.PRECOMMIT_DELETE and interface_of(port) is not None and _attached(ctx, port):
+        interface = interface_of(port, {i: s.cidr for i, s in _subnets(ctx, port["fixed_ips"]).items()})
+    if interface is not None:
         created = event == events.PRECOMMIT_CREATE or interface_of(payload.states[0]) is None
         recorder.record_in(ctx, recorder.build(
             lambda: translate.upsert(Kind.ROUTER_INTERFACE, interface, created=created)))

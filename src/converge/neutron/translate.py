@@ -45,7 +45,7 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     # external_gateway_info only: some internal dicts also carry a top-level enable_snat the API hides.
     Kind.ROUTER: ("name", "description", "admin_state_up", "distributed", "ha", "routes",
                   "availability_zone_hints"),
-    Kind.ROUTER_INTERFACE: ("router_id", "subnet_id", "subnet_ids", "port_id"),
+    Kind.ROUTER_INTERFACE: ("router_id", "subnet_id", "subnet_ids", "port_id", "mac_address", "networks"),
     Kind.FLOATING_IP: ("floating_network_id", "floating_ip_address", "port_id", "fixed_ip_address", "router_id",
                        "description", "qos_policy_id"),
 }
