@@ -97,19 +97,34 @@ def subnet_lookup(cloud: Connection, ids: Iterable[str]) -> dict[str, l3.Subnet]
     return {s["id"]: l3.Subnet(s["cidr"], s["gateway_ip"]) for s in subnets}
 
 
+def gateway_ports(cloud: Connection, router_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Router id → its gateway port, from ``GET /ports?device_id=…&device_owner=network:router_gateway``
+    (gateway ports have no project: they are not in the router's project's listing)."""
+    wanted = queried("device_id", router_ids)
+    if not wanted:
+        return {}
+    ports = cloud.network.get(f"/ports?{wanted}&device_owner=network:router_gateway").json()["ports"]
+    return {port["device_id"]: port for port in ports}
+
+
 def addresses(*ports: Mapping[str, Any] | None) -> list[str]:
     return [ip["subnet_id"] for port in ports if port for ip in port.get("fixed_ips") or ()]
 
 
 def neutron_items(cloud: Connection, project: str, collections: Mapping[Kind, str] = COLLECTIONS
                   ) -> dict[Key, dict[str, Any]]:
-    """Every resource Neutron lists for a project, as the API returns it; a router interface as the L3
-    plugin records it (``l3.interface_of``), from its port and the port's subnets."""
+    """Every resource Neutron lists for a project, as the API returns it; routers and router interfaces as
+    the L3 plugin records them (``l3.router_document``, ``l3.interface_of``), from the API's answers: a
+    router's gateway port, an interface's port, and their subnets."""
     items = {(kind.value, item["id"]): item for kind, collection in collections.items()
              if kind is not Kind.ROUTER_INTERFACE for item in listed(cloud, collection, project)}
+    routers = [item for (kind, _), item in items.items() if kind == Kind.ROUTER.value]
+    gateways = gateway_ports(cloud, [r["id"] for r in routers if r.get("external_gateway_info")])
     interfaces = (listed(cloud, "ports", project, "&device_owner=network:router_interface")
                   if Kind.ROUTER_INTERFACE in collections else [])
-    subnets = subnet_lookup(cloud, addresses(*interfaces))
+    subnets = subnet_lookup(cloud, addresses(*gateways.values(), *interfaces))
+    for router in routers:
+        items[(Kind.ROUTER.value, router["id"])] = l3.router_document(router, gateways.get(router["id"]), subnets)
     for port in interfaces:
         interface = l3.interface_of(port, {i: s.cidr for i, s in subnets.items()})
         assert interface is not None, port

@@ -5,8 +5,9 @@ routers and floating IPs reads ``synced``.
 
 One stack per module (MariaDB, migrations, uWSGI, periodic workers running the sync worker against a
 fabric controller process), as in ``test_neutron_converge.py``; the comparison is extended here to the L3
-kinds, each derived from the Neutron API: ``GET /routers``, ``GET /floatingips`` and the ports whose
-device_owner is ``network:router_interface`` (with their subnets).
+kinds, each derived from the Neutron API: ``GET /routers`` (with each router's gateway port and its
+subnets), ``GET /floatingips`` and the ports whose device_owner is ``network:router_interface`` (with
+their subnets).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def external_network(cloud: Connection, project: str, cidr: str) -> Any:
     return net
 
 
+def gateway_port(cloud: Connection, router_id: str) -> Any:
+    return next(iter(cloud.network.ports(device_id=router_id, device_owner="network:router_gateway")))
+
+
 def tenant_network(cloud: Connection, project: str, name: str, cidr: str) -> tuple[Any, Any]:
     net = cloud.network.create_network(**owned(project, name=name))
     return net, cloud.network.create_subnet(**owned(project, network_id=net.id, cidr=cidr, ip_version=4))
@@ -97,6 +102,10 @@ def test_a_router_with_interfaces_and_a_floating_ip_converges_through_updates_an
 
     state = wait_converged(cloud, fabric, project, ext_project)
     assert state[("router", router.id)]["external_network_id"] == ext.id
+    gateway = gateway_port(cloud, router.id)
+    assert {k: v for k, v in state[("router", router.id)].items() if k.startswith("gateway_")} == {
+        "gateway_port_id": gateway.id, "gateway_mac_address": gateway.mac_address,
+        "gateway_networks": [f"{gateway.fixed_ips[0]['ip_address']}/24"], "gateway_nexthops": ["172.24.4.1"]}
     inside = cloud.network.get_port(by_subnet["port_id"])
     assert state[("router_interface", inside.id)] == {
         "router_id": router.id, "subnet_id": sub.id, "subnet_ids": [sub.id], "port_id": inside.id,
@@ -129,6 +138,7 @@ def test_a_router_with_interfaces_and_a_floating_ip_converges_through_updates_an
     cloud.network.update_router(router, external_gateway_info={})  # clear the gateway
     state = wait_converged(cloud, fabric, project, ext_project)
     assert state[("router", router.id)].get("external_network_id") is None
+    assert not [k for k in state[("router", router.id)] if k.startswith("gateway_")]
     assert_synced(cloud, project)
     cloud.network.delete_router(router)
     for subnet, network in ((sub, net), (sub2, net2)):
@@ -142,6 +152,8 @@ def test_a_router_with_interfaces_and_a_floating_ip_converges_through_updates_an
 def test_deleting_in_the_other_order_a_port_under_a_floating_ip_and_a_router_with_its_gateway(cloud, fabric):
     ext_project, project = "p-l3-public2", "p-l3-tenant2"
     ext = external_network(cloud, ext_project, "172.25.4.0/24")
+    ext_subnet = next(iter(cloud.network.subnets(network_id=ext.id)))
+    cloud.network.put(f"/subnets/{ext_subnet.id}", json={"subnet": {"gateway_ip": None}})  # no default route
     net, sub = tenant_network(cloud, project, "inside", "10.30.0.0/24")
     router = cloud.network.create_router(**owned(project, name="late-gateway"))
     cloud.network.add_interface_to_router(router, subnet_id=sub.id)
@@ -150,6 +162,8 @@ def test_deleting_in_the_other_order_a_port_under_a_floating_ip_and_a_router_wit
     fip = cloud.network.create_ip(**owned(project, floating_network_id=ext.id, port_id=vm.id))
     state = wait_converged(cloud, fabric, project, ext_project)
     assert state[("router", router.id)]["external_network_id"] == ext.id
+    assert state[("router", router.id)]["gateway_port_id"] == gateway_port(cloud, router.id).id
+    assert state[("router", router.id)]["gateway_nexthops"] == []  # the external subnet has no gateway
     assert state[("floating_ip", fip.id)]["router_id"] == router.id
     assert_synced(cloud, project)
 

@@ -100,6 +100,48 @@ def test_an_address_whose_subnet_is_unknown_is_left_out_of_the_networks():
     assert l3.networks(ips, CIDRS) == ["10.0.0.1/24"]
 
 
+def gateway_document(router, port=GATEWAY_PORT, subnets=SUBNETS):
+    """The router as the gateway port's transaction records it."""
+    return l3.router_document(l3.router_with_gateway(router, port, enable_snat=True), port, subnets)
+
+
+def test_a_router_with_a_gateway_carries_the_gateway_port_its_addresses_and_the_default_routes_nexthops():
+    attrs = translate.attributes(Kind.ROUTER, gateway_document(ROUTER))
+    assert {k: v for k, v in attrs.items() if k.startswith("gateway_")} == {
+        "gateway_port_id": "gw1", "gateway_mac_address": "fa:16:3e:00:00:0a",
+        "gateway_networks": ["172.24.4.10/24"], "gateway_nexthops": ["172.24.4.1"]}
+    assert list(parents(Kind.ROUTER, attrs)) == [(Kind.NETWORK, "ext")]  # the gateway port is not a parent
+
+
+def test_gateway_nexthops_leave_out_subnets_without_a_gateway_ip_and_keep_each_once():
+    ips = [{"subnet_id": "es6", "ip_address": "2001:db8:24::5"}, {"subnet_id": "es", "ip_address": "172.24.4.11"},
+           {"subnet_id": "es", "ip_address": "172.24.4.10"}]
+    attrs = translate.attributes(Kind.ROUTER, gateway_document(ROUTER, {**GATEWAY_PORT, "fixed_ips": ips}))
+    assert attrs["gateway_networks"] == ["172.24.4.10/24", "172.24.4.11/24", "2001:db8:24::5/64"]
+    assert attrs["gateway_nexthops"] == ["172.24.4.1"]
+    no_gateway_ip = {**SUBNETS, "es": SUBNETS["es"]._replace(gateway_ip=None)}
+    attrs = translate.attributes(Kind.ROUTER, gateway_document(ROUTER, subnets=no_gateway_ip))
+    assert attrs["gateway_nexthops"] == []  # a gateway without a default route: said, not left out
+
+
+def test_the_router_transaction_and_the_gateway_port_transaction_record_the_same_router():
+    """_record_router reads the gateway port through router_db.gw_port, _record_gateway is handed the port
+    dict being written: with the same port and subnets, one document."""
+    shown = {**ROUTER, "external_gateway_info": {
+        "network_id": "ext", "enable_snat": True,
+        "external_fixed_ips": [{"subnet_id": "es", "ip_address": "172.24.4.10"}]}}
+    from_router = l3.router_document(shown, {k: GATEWAY_PORT[k] for k in ("id", "mac_address", "fixed_ips")},
+                                     {"es": SUBNETS["es"]})
+    assert translate.attributes(Kind.ROUTER, from_router) == translate.attributes(Kind.ROUTER, gateway_document(ROUTER))
+
+
+def test_a_router_without_a_gateway_carries_no_gateway_fields():
+    for router in (ROUTER, l3.router_with_gateway(ROUTER, None, enable_snat=True)):
+        attrs = translate.attributes(Kind.ROUTER, l3.router_document(router, GATEWAY_PORT, SUBNETS))
+        assert not [k for k in attrs if k.startswith("gateway_")]
+        assert translate.attributes(Kind.ROUTER, l3.router_document(router, None, {})) == attrs
+
+
 def test_a_floating_ip_belongs_to_its_project_and_references_the_external_network():
     change = translate.upsert(Kind.FLOATING_IP, FIP, created=True)
     assert (change.root, change.id, change.op, change.revision) == ("proj", "f1", JournalOp.CREATE, 2)

@@ -23,9 +23,10 @@ Which hooks, and why (Neutron 29.0.0, ``neutron/db/l3_db.py`` and ``neutron/plug
   (device_owner ``network:router_interface``, device_id = the router), so the same ``PORT`` precommit
   events record it, once Neutron's ``routerports`` row for it exists (Neutron's last port update in
   ``_add_router_port`` comes after that row), and delete it with the port.
-- What a controller needs to build an interface's router port from its document alone (OVN's
-  Logical_Router_Port) is added by ``interface_of``: the port's MAC and ``ip/prefixlen`` addresses, the
-  subnets read in the same transaction.
+- What a controller needs to build rows from one document alone (OVN's router ports, the gateway's
+  default route) is added to routers and interfaces by ``router_document`` and ``interface_of``: MACs,
+  ``ip/prefixlen`` addresses and the external subnets' gateway IPs, the subnets read in the same
+  transaction. A subnet's ``gateway_ip`` changed later does not record its routers again (a known gap).
 - Floating IPs: ``FLOATING_IP`` ``PRECOMMIT_CREATE`` / ``PRECOMMIT_UPDATE`` inside the writer
   (``desired_state`` is the DB row, or the object when a port delete disassociates it), and
   ``PRECOMMIT_DELETE``, which Neutron re-publishes from the floating IP port's ``PORT`` precommit delete.
@@ -88,6 +89,25 @@ def networks(fixed_ips: Iterable[Mapping[str, Any]], cidrs: Mapping[str, str]) -
     inside Neutron's transaction every allocated address has its subnet, so this does not happen there."""
     return sorted(f"{ip['ip_address']}/{ipaddress.ip_network(cidrs[ip['subnet_id']], strict=False).prefixlen}"
                   for ip in fixed_ips if ip["subnet_id"] in cidrs)
+
+
+def router_document(router: Mapping[str, Any], gateway_port: Mapping[str, Any] | None,
+                    subnets: Mapping[str, Subnet]) -> dict[str, Any]:
+    """The router as recorded: ``router`` (with its ``external_gateway_info``) plus, when it has a gateway,
+    what a controller building the gateway's rows from this one document needs (OVN's gateway router
+    port and default route): ``gateway_port_id``, ``gateway_mac_address``, ``gateway_networks`` (the
+    gateway port's addresses as ``ip/prefixlen``) and ``gateway_nexthops`` (its subnets' gateway IPs,
+    those not null). Every place that records a router calls this, with the gateway port (id,
+    mac_address, fixed_ips) and its subnets read where it stands, so one state gives one document."""
+    out = dict(router)
+    if not router.get("external_gateway_info") or gateway_port is None:
+        return out
+    fixed_ips = list(gateway_port.get("fixed_ips") or ())
+    nexthops = {subnets[ip["subnet_id"]].gateway_ip for ip in fixed_ips if ip["subnet_id"] in subnets}
+    out |= {"gateway_port_id": gateway_port["id"], "gateway_mac_address": gateway_port.get("mac_address"),
+            "gateway_networks": networks(fixed_ips, {i: s.cidr for i, s in subnets.items()}),
+            "gateway_nexthops": sorted(ip for ip in nexthops if ip is not None)}
+    return out
 
 
 def interface_of(port: Mapping[str, Any], cidrs: Mapping[str, str] | None = None) -> dict[str, Any] | None:
@@ -188,9 +208,26 @@ def _subnets(context: Any, fixed_ips: Iterable[Mapping[str, Any]]) -> dict[str, 
     return {row.id: Subnet(row.cidr, row.gateway_ip) for row in rows}
 
 
+def _gateway_port_of(router_db: Any) -> dict[str, Any] | None:
+    """The router's gateway port as ``router_document`` takes it, from the row ``_make_router_dict`` reads."""
+    port = router_db.gw_port
+    if port is None:
+        return None
+    return {"id": port.id, "mac_address": port.mac_address,
+            "fixed_ips": [{"subnet_id": ip.subnet_id, "ip_address": ip.ip_address} for ip in port.fixed_ips]}
+
+
+def _upsert_router(context: Any, router: Mapping[str, Any], gateway_port: Mapping[str, Any] | None, *,
+                   created: bool) -> None:
+    """The router's document (``router_document``), its gateway's subnets read here, in the transaction."""
+    fixed_ips = (gateway_port or {}).get("fixed_ips") or () if router.get("external_gateway_info") else ()
+    document = router_document(router, gateway_port, _subnets(context, fixed_ips))
+    recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, document, created=created)))
+
+
 def _record_router(context: Any, router_db: Any, *, created: bool) -> None:
     router = _shown("routers", _plugin()._make_router_dict(router_db))
-    recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, router, created=created)))
+    _upsert_router(context, router, _gateway_port_of(router_db), created=created)
 
 
 def _router_created(resource: str, event: str, trigger: Any, payload: Any) -> None:
@@ -222,9 +259,10 @@ def _record_gateway(context: Any, port: Mapping[str, Any], *, gone: bool) -> Non
     except l3_exc.RouterNotFound:  # a leftover gateway port of a router already gone: nothing to update
         return
     router_db.bump_revision()
-    router = _shown("routers", router_with_gateway(plugin._make_router_dict(router_db), None if gone else port,
+    gateway = None if gone else port
+    router = _shown("routers", router_with_gateway(plugin._make_router_dict(router_db), gateway,
                                                    enable_snat=router_db.enable_snat))
-    recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, router, created=False)))
+    _upsert_router(context, router, gateway, created=False)
 
 
 # -- router interfaces (their ports) and gateway ports -------------------------------------------------

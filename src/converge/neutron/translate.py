@@ -43,8 +43,11 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
                                "remote_address_group_id", "description"),
     # A router's gateway (external_network_id, enable_snat, external_fixed_ips) comes from
     # external_gateway_info only: some internal dicts also carry a top-level enable_snat the API hides.
+    # The gateway_* fields are not Neutron's: l3.router_document adds them from the gateway port and its
+    # subnets, as it adds mac_address and networks to a router interface (l3.interface_of).
     Kind.ROUTER: ("name", "description", "admin_state_up", "distributed", "ha", "routes",
-                  "availability_zone_hints"),
+                  "availability_zone_hints", "gateway_port_id", "gateway_mac_address", "gateway_networks",
+                  "gateway_nexthops"),
     Kind.ROUTER_INTERFACE: ("router_id", "subnet_id", "subnet_ids", "port_id", "mac_address", "networks"),
     Kind.FLOATING_IP: ("floating_network_id", "floating_ip_address", "port_id", "fixed_ip_address", "router_id",
                        "description", "qos_policy_id"),
