@@ -103,7 +103,7 @@ class NeutronStack:
                  service_plugins: Sequence[str] = (), config: Sections | None = None,
                  ml2_config: Sections | None = None, processes: int = 2, threads: int = 1,
                  periodic_workers: bool = True, mariadb: MariaDB | None = None,
-                 database: str | None = None, debug: bool = False) -> None:
+                 database: str | None = None, debug: bool = False, tenant_network_type: str = "vxlan") -> None:
         self.workdir = Path(workdir).resolve()  # config files and servers need absolute paths
         self.mechanism_drivers = list(mechanism_drivers)
         self.service_plugins = list(service_plugins)
@@ -112,6 +112,7 @@ class NeutronStack:
         self.processes, self.threads = processes, threads
         self.periodic_workers = periodic_workers
         self.debug = debug
+        self.tenant_network_type = tenant_network_type  # "geneve" for ML2/OVN-style project networks
         self._own_mariadb = mariadb is None
         self.mariadb = mariadb or MariaDB(self.workdir / "mariadb", durable=False)
         self.database = database or f"neutron_{secrets.token_hex(4)}"
@@ -182,10 +183,14 @@ class NeutronStack:
             "oslo_concurrency": {"lock_path": state / "lock"},
             "oslo_messaging_notifications": {"driver": "noop"},
         }
+        # project_network_types is the current name of [ml2] tenant_network_types (its deprecated alias).
+        # geneve as ML2/OVN configures it (devstack's values); its 65,536 VNIs are one-time rows in a fresh
+        # database.
         ml2: Sections = {
-            "ml2": {"type_drivers": "flat,vlan,vxlan", "project_network_types": "vxlan",
+            "ml2": {"type_drivers": "flat,vlan,vxlan,geneve", "project_network_types": self.tenant_network_type,
                     "mechanism_drivers": self.mechanism_drivers, "extension_drivers": "port_security"},
             "ml2_type_vxlan": {"vni_ranges": "1:1000"},
+            "ml2_type_geneve": {"vni_ranges": "1:65536", "max_header_size": 38},
             "ml2_type_flat": {"flat_networks": "*"},
             "ml2_type_vlan": {"network_vlan_ranges": "physnet1:100:200"},
         }
