@@ -6,6 +6,9 @@ engine's back is repaired through the backend's push (the sweep is switched off)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,7 +25,7 @@ from converge.backends.ovn import OvnBackend
 from converge.core import canonical
 from converge.core.ids import WorkerId
 from converge.engine.worker import Worker
-from converge.store import db, migrate
+from converge.store import db, migrate, operator
 from converge.store.schema import ObjectState
 from converge.testing.ovn import OvnControlPlane
 
@@ -176,3 +179,34 @@ def test_drift_in_nb_is_repaired_through_the_backends_push_without_a_sweep(engin
         worker.stop()
         thread.join(10)
     assert_converged(engine, backend)
+
+
+def test_a_row_nb_refuses_is_an_error_naming_it_and_nothing_else_stops(engine: Engine, backend: OvnBackend,
+                                                                       ovn: OvnControlPlane) -> None:
+    """Another writer holds the logical port name a Neutron port needs (names of ports are unique in NB):
+    that port is refused with NB's own words, the rest of the project syncs, and once the name is free a
+    retry syncs it."""
+    root, admin = "p-" + uuid.uuid4().hex[:10], "admin-" + uuid.uuid4().hex[:10]
+    changes, ids = topology(root, admin)
+    ovn.nbctl("ls-add", "someone-else")
+    ovn.nbctl("lsp-add", "someone-else", ids["p2"])
+    record(engine, changes)
+    settle(Worker(engine, backend, fast_config(), worker_id=WorkerId("w1")))
+    state = statuses(engine)
+    refused = state[("port", ids["p2"])]
+    assert refused.state == ObjectState.ERROR.value and "constraint violation" in (refused.message or ""), refused
+    others = {k: s.state for k, s in state.items() if k != ("port", ids["p2"])}
+    assert set(others.values()) == {ObjectState.SYNCED.value}, others
+    ovn.nbctl("lsp-del", ids["p2"])
+    with engine.begin() as conn:
+        operator.retry(conn, root=None, keys=[("port", ids["p2"])])
+    settle(Worker(engine, backend, fast_config(), worker_id=WorkerId("w1")))
+    assert_converged(engine, backend)
+
+
+def test_status_names_an_unreachable_nb(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGE_")}
+    done = subprocess.run([sys.executable, "-m", "converge.cli.main", "status", "--db",
+                           f"sqlite:///{tmp_path / 'store.sqlite'}", "--backend", "ovn", "--ovn-nb", "tcp:127.0.0.1:1"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert "tcp:127.0.0.1:1" in done.stdout and "down" in done.stdout, done.stdout + done.stderr
