@@ -71,7 +71,8 @@ class OvnBackend:
         self.traffic = Traffic()
         self.last_error: str | None = None
         self._drift: list[Callable[[RootId], None]] = []
-        self.idl = NbIdl(self.remote, _schema_helper(self.remote, start_timeout))
+        helper, self.last_error = _schema_helper(self.remote)
+        self.idl = NbIdl(self.remote, helper)
         self.idl.after_run = self._after_run
         self.replica = self.idl.replica
         self._api = _Api(self.idl)
@@ -87,11 +88,13 @@ class OvnBackend:
         while not self._closed.is_set():
             try:
                 self._connection.start()
+                self.last_error = None
                 self._started.set()
                 log.info("OVN NB %s: replica loaded", self.remote)
                 return
             except Exception as err:  # NB down or unreachable: keep trying until closed
-                self.last_error = describe(err)
+                if not isinstance(err, ovsdbapp_exceptions.TimeoutException) or self.last_error is None:
+                    self.last_error = describe(err)
                 log.info("OVN NB %s not reachable yet (%s); retrying", self.remote, self.last_error)
                 self._closed.wait(1.0)
 
@@ -262,14 +265,21 @@ def _safely(action: Callable[[], None]) -> None:
         log.exception("port status handler failed")
 
 
-def _schema_helper(remote: str, timeout: float) -> ovs_idl.SchemaHelper:
-    """The NB schema from the server when it answers, else from the local OVN package (same release)."""
+def _schema_helper(remote: str) -> tuple[ovs_idl.SchemaHelper, str | None]:
+    """The NB schema from the server when it answers, else from the local OVN package (same release),
+    and why the server did not answer. ovsdbapp logs each refused remote at ERROR: that is this
+    backend's report to make (``health()``), once, not a log line per attempt."""
+    fetch_log = logging.getLogger(idlutils.__name__)
+    level = fetch_log.level
+    fetch_log.setLevel(logging.CRITICAL)
     try:
-        helper = idlutils.get_schema_helper(remote, SCHEMA)
+        helper, error = idlutils.get_schema_helper(remote, SCHEMA), None
     except Exception as err:  # NB down at start-up: the package's schema file serves until it is back
         if not LOCAL_SCHEMA.exists():
             raise ControllerUnavailable(f"OVN NB {remote}: cannot read its schema ({err}) and "
                                         f"{LOCAL_SCHEMA} is absent") from None
-        helper = ovs_idl.SchemaHelper(location=str(LOCAL_SCHEMA))
+        helper, error = ovs_idl.SchemaHelper(location=str(LOCAL_SCHEMA)), f"cannot reach {remote}"
+    finally:
+        fetch_log.setLevel(level)
     helper.register_all()
-    return helper
+    return helper, error
