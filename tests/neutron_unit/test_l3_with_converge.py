@@ -228,8 +228,11 @@ class TestConvergeRecordsL3Intent(ConvergeL3Loaded, l3_tests.L3NatTestCaseMixin,
             self.assertEqual((ext_net, True), (attributes["external_network_id"], attributes["enable_snat"]))
 
             i = self._router_interface_action("add", r, private["subnet"]["id"], None)["port_id"]
+            # An interface added by subnet takes the subnet's gateway IP (10.1.0.1 of 10.1.0.0/24).
+            mac = self._show("ports", i)["port"]["mac_address"]
             self.assertEqual((root, {"router_id": r, "subnet_id": private["subnet"]["id"],
-                                     "subnet_ids": [private["subnet"]["id"]], "port_id": i}),
+                                     "subnet_ids": [private["subnet"]["id"]], "port_id": i,
+                                     "mac_address": mac, "networks": [f"{private['subnet']['gateway_ip']}/24"]}),
                              self._intent()[("router_interface", i)])
 
             f = self._make_floatingip(self.fmt, ext_net, port_id=port["port"]["id"])["floatingip"]["id"]
