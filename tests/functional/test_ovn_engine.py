@@ -23,10 +23,10 @@ from sqlalchemy.engine import Engine
 
 from converge.backends.ovn import OvnBackend
 from converge.core import canonical
-from converge.core.ids import WorkerId
+from converge.core.ids import RootId, WorkerId
 from converge.engine.worker import Worker
-from converge.store import db, migrate, operator
-from converge.store.schema import ObjectState
+from converge.store import db, leases, migrate, operator
+from converge.store.schema import ObjectState, roots
 from converge.testing.ovn import OvnControlPlane
 
 pytestmark = pytest.mark.ovn
@@ -210,3 +210,28 @@ def test_status_names_an_unreachable_nb(tmp_path: Path) -> None:
                            f"sqlite:///{tmp_path / 'store.sqlite'}", "--backend", "ovn", "--ovn-nb", "tcp:127.0.0.1:1"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert "tcp:127.0.0.1:1" in done.stdout and "down" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_new_store_next_to_an_nb_fenced_by_an_older_one_moves_past_its_epochs(engine: Engine, backend: OvnBackend,
+                                                                                ovn: OvnControlPlane,
+                                                                                tmp_path: Path) -> None:
+    """A store rebuilt next to an NB whose markers hold epochs of the old store's history: the new store's
+    holders prove their leases and move past them, instead of being fenced for ever."""
+    root, admin = "p-" + uuid.uuid4().hex[:10], "admin-" + uuid.uuid4().hex[:10]
+    changes, _ = topology(root, admin)
+    record(engine, changes)
+    with engine.begin() as conn:
+        leases.ensure_roots(conn, [RootId(r) for r in (root, admin, "no-project")])
+        conn.execute(roots.update().values(epoch=40))
+    settle(Worker(engine, backend, fast_config(), worker_id=WorkerId("old")))
+    marker = ovn.nbctl("--bare", "--columns=external_ids", "list", "Address_Set")
+    assert "converge:epoch=41" in marker.replace('"', ""), marker
+    fresh = db.make_engine(f"sqlite:///{tmp_path / 'rebuilt.sqlite'}")
+    migrate.upgrade(fresh)
+    try:
+        record(fresh, changes)
+        settle(Worker(fresh, backend, fast_config(), worker_id=WorkerId("new")))
+        assert_converged(fresh, backend)
+        assert int(store_roots(fresh)[root].epoch) == 42
+    finally:
+        fresh.dispose()

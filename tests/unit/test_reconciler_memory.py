@@ -189,3 +189,22 @@ def test_the_memory_backend_refuses_a_lower_epoch_even_with_the_right_etag(backe
         backend.apply(RootId(P1), if_match=etag, operations=[], epoch=4)
     assert refused.value.current == etag
     assert backend.apply(RootId(P1), if_match=etag, operations=[], epoch=5) == etag
+
+
+def test_a_fence_from_before_the_stores_history_is_moved_past_by_the_stores_holder(engine, backend):
+    """A store rebuilt (or restored from a backup) next to a controller that kept its fences: the
+    controller's last writer had epoch 41, the new store's holder has epoch 1. The store proves the holder
+    owns the root, so it moves its epoch past 41 and writes; a holder the store does not know stays fenced."""
+    backend.apply(RootId(P1), if_match=0, operations=[], epoch=41)
+    record(engine, *topology())
+    lease = take(engine, P1, "worker-a")
+    assert lease.epoch < 41
+    result = Reconciler(engine, backend).reconcile(lease)
+    assert result.lease is not None and result.lease.epoch == 42
+    assert_in_step(engine, backend, P1)
+    record(engine, change(P1, "network", "n1", "update", revision=2, name="green"))
+    with pytest.raises(LeaseLost):  # the old lease (epoch 1) is no longer the store's: fenced for good
+        Reconciler(engine, backend).reconcile(lease)
+    Reconciler(engine, backend).reconcile(result.lease)
+    assert desired_docs(engine, P1)[("network", "n1")].attributes["name"] == "green"
+    assert_in_step(engine, backend, P1)

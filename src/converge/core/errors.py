@@ -13,6 +13,7 @@ once, at the edge that sees them: ``backends/fabric/client.py`` and ``store/db.p
     │   ├── ProtocolViolation           the controller answered something the protocol does not allow
     │   └── ConfigurationError          bad token, bad URL, bad database URL
     ├── PreconditionFailed(etag)        412: the root's ETag is not what the writer believed
+    │   └── Fenced(epoch)               the root's fence names a newer lease epoch than the writer's
     └── LeaseLost                       this worker no longer holds the root; stop writing at once
 """
 
@@ -75,6 +76,18 @@ class PreconditionFailed(ConvergeError):
     def __init__(self, message: str, *, current: int) -> None:
         super().__init__(message)
         self.current = current
+
+
+class Fenced(PreconditionFailed):
+    """The controller's fence for the root names lease epoch ``epoch``, newer than the writer's.
+
+    Either the writer lost its lease (the store proves it: LeaseLost), or the epoch comes from before the
+    store's history (a store restored or rebuilt next to a controller that kept its fences): then the
+    store's holder moves its epoch past it and writes (engine/reconciler.py)."""
+
+    def __init__(self, message: str, *, current: int, epoch: int) -> None:
+        super().__init__(message, current=current)
+        self.epoch = epoch
 
 
 class LeaseLost(ConvergeError):

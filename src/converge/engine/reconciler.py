@@ -27,10 +27,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from converge.backends.base import Backend, Operation
 from converge.core import canonical
-from converge.core.errors import LeaseLost, ObjectRejected, PreconditionFailed, TemporaryError
+from converge.core.errors import Fenced, LeaseLost, ObjectRejected, PreconditionFailed, TemporaryError
 from converge.engine.plan import REFUSED_DELETE, Plan, make_plan, parent_keys
 from converge.engine.repair import repair_root
-from converge.store import sync
+from converge.store import leases, sync
 from converge.store.leases import Lease
 from converge.store.schema import ObjectState
 from converge.store.sync import DesiredRow, Key, StatusRow
@@ -45,6 +45,7 @@ class Result:
     pushed: int = 0  # operations the controller applied
     repaired: bool = False
     fixed: int = 0  # objects repair found differing on the controller
+    lease: Lease | None = None  # the lease with a new epoch, when the pass moved past an older store's fence
 
 
 @dataclass
@@ -59,6 +60,7 @@ class _Pass:
     pushed: int = 0
     repaired: bool = False
     fixed: int = 0
+    moved: bool = False  # moved past a fence from before the store's history
 
 
 class Reconciler:
@@ -117,12 +119,22 @@ class Reconciler:
                 after = plan.after[op.key]
                 p.refused[op.key] = (REFUSED_DELETE if after is None else after, str(rej))
                 log.warning("root %s: controller refused %s %s: %s", root, op.key[0], op.key[1], rej)
+            except Fenced as fenced:
+                # The store says this worker holds the root (move_past proves it, or raises LeaseLost), so
+                # the fence's newer epoch predates the store's history: move past it, once per pass.
+                if p.moved:
+                    raise TemporaryError(f"root {root}: fenced again after moving past epoch {fenced.epoch}") from None
+                with self.engine.begin() as conn:
+                    p.lease = leases.move_past(conn, p.lease, fenced.epoch)
+                p.moved = True
+                log.warning("root %s: the controller's fence names epoch %d, newer than this store's; the "
+                            "holder moves to epoch %d", root, fenced.epoch, p.lease.epoch)
             except PreconditionFailed:
                 if p.repaired:
                     raise TemporaryError(f"root {root}: 412 again right after repair") from None
                 self._repair(p)
         return Result(more=len(entries) >= self.journal_limit, blocked=len(plan.blocked), pushed=p.pushed,
-                      repaired=p.repaired, fixed=p.fixed)
+                      repaired=p.repaired, fixed=p.fixed, lease=p.lease if p.moved else None)
 
     @staticmethod
     def _parent_missing(p: _Pass, parent: Key) -> bool:

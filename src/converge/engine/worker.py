@@ -323,6 +323,8 @@ class Worker:
             self._failed(root, lease, None, f"{type(outcome).__name__}: {outcome}")
             return False
         result = outcome
+        if result.lease is not None:  # the pass moved the lease's epoch past an older store's fence
+            self.held[root] = result.lease
         self.needs_repair.discard(root)
         self.failures.pop(root, None)
         self.due.pop(root, None)

@@ -70,6 +70,16 @@ def renew_all(conn: Connection, owner: WorkerId, duration: float) -> dict[RootId
     return {RootId(r.root): int(r.epoch) for r in rows}
 
 
+def move_past(conn: Connection, lease: Lease, epoch: int) -> Lease:
+    """The holder proves its lease and moves its epoch past ``epoch`` (a fence older than the store's
+    history, see core.errors.Fenced); LeaseLost if it no longer holds the root. Epochs stay monotonic:
+    every other holder of this root, past or future, is below or above the new one as before."""
+    if epoch < lease.epoch:
+        return lease
+    guard(conn, lease, epoch=epoch + 1)
+    return Lease(lease.root, lease.owner, epoch + 1)
+
+
 def release(conn: Connection, lease: Lease) -> None:
     conn.execute(update(roots).where(roots.c.root == lease.root, roots.c.owner == lease.owner,
                                      roots.c.epoch == lease.epoch)

@@ -40,7 +40,7 @@ from converge.backends.base import (
 )
 from converge.core import canonical
 from converge.core.canonical import ObjectDoc
-from converge.core.errors import ControllerUnavailable, ConvergeError, ObjectRejected, PreconditionFailed
+from converge.core.errors import ControllerUnavailable, ConvergeError, Fenced, ObjectRejected, PreconditionFailed
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import InvalidReference, Kind, parents
 
@@ -184,8 +184,8 @@ class MemoryBackend:
             self.batches.append(Batch(root, if_match, epoch, tuple(operations)))
             current = self._fingerprint(root)
             if epoch < self.epochs.get(root, 0):
-                raise PreconditionFailed(f"root {root}: epoch {epoch} is below the last writer's "
-                                         f"{self.epochs[root]}", current=current)
+                raise Fenced(f"root {root}: epoch {epoch} is below the last writer's "
+                             f"{self.epochs[root]}", current=current, epoch=self.epochs[root])
             if if_match != current:
                 raise PreconditionFailed(f"root {root}: ETag moved on the controller", current=current)
             ops = list(operations)

@@ -53,15 +53,11 @@ from converge.backends.ovn.replica import (
 )
 from converge.backends.ovn.rows import SHARED, ObjectKey, ObjectRows, RowRef, RowSpec, Slot
 from converge.core import canonical
-from converge.core.errors import ObjectRejected, PreconditionFailed
+from converge.core.errors import Fenced, ObjectRejected, PreconditionFailed
 from converge.core.ids import RootId
 from converge.core.kinds import InvalidReference, parents
 
 ROOT_TABLES = frozenset({"Logical_Switch", "Logical_Router", "Port_Group", "DHCP_Options", "Address_Set"})
-
-
-class Fenced(PreconditionFailed):
-    """A writer whose lease epoch is older than the last writer's: it lost the root."""
 
 
 @dataclass
@@ -125,7 +121,7 @@ class ApplyBatch(BaseCommand):  # type: ignore[misc]
             last = int(marker.external_ids.get(EPOCH, "0") or 0)
             if self.epoch < last:
                 raise Fenced(f"root {self.root}: lease epoch {self.epoch} is older than {last}, the last "
-                             f"writer's", current=current)
+                             f"writer's", current=current, epoch=last)
             marker.verify("external_ids")
         if current != self.if_match:
             raise PreconditionFailed(f"root {self.root}: fingerprint moved on OVN", current=current)
