@@ -134,8 +134,11 @@ class Workload:
             return [router]
         sub = self.rng.choice(subs)
         r = self.index[router.id][1]
+        # mac_address and networks: what a controller that builds router ports needs (OVN's LRP)
         iface = self._create(root, Kind.ROUTER_INTERFACE, {"router_id": r.id, "subnet_id": sub.id,
-                                                          "port_id": None}, [r, sub])
+                                                          "port_id": None, "mac_address": self._mac(),
+                                                          "networks": [f"{sub.attrs['gateway_ip']}/24"]},
+                             [r, sub])
         return [router, iface]
 
     def _floating_ip(self, root: _Root) -> Change | None:

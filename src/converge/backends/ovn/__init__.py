@@ -8,7 +8,7 @@ the OVS library happens here with that one warning silenced.
 import warnings
 
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*[Ee]ventlet is deprecated.*")
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     import ovs.poller  # noqa: F401 - imported for its side effect, once, quietly
 
 from converge.backends.ovn.backend import OvnBackend  # noqa: E402
