@@ -1,6 +1,7 @@
-"""Shared set-up for the benchmark scripts: a real fabric controller process and a real store (SQLite file
-or a throwaway MariaDB), both on this machine, both stopped by PID at the end. Scripts print figures;
-they assert nothing (see BENCHMARKS.md for recorded runs)."""
+"""Shared set-up for the benchmark scripts: a real controller — the fabric controller process, or OVN's
+Northbound DB (ovsdb-server, SB and northd as plain processes) — and a real store (SQLite file or a
+throwaway MariaDB), all on this machine, all stopped by PID at the end. Scripts print figures; they
+assert nothing (see BENCHMARKS.md for recorded runs)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from converge.backends.base import Backend
 from converge.backends.fabric import FabricClient
 from converge.store import db, migrate
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
+from converge.testing.ovn import OvnControlPlane
 
 logging.basicConfig(level=logging.ERROR)  # the engine's warnings (drift found, ...) are expected here
 
@@ -29,19 +32,34 @@ logging.basicConfig(level=logging.ERROR)  # the engine's warnings (drift found, 
 @dataclass
 class Rig:
     engine: Engine
-    fabric: FabricProcess
+    fabric: FabricProcess | None
     workdir: Path
+    ovn: OvnControlPlane | None = None
 
-    def client(self, writer: str = "bench") -> FabricClient:
+    def client(self, writer: str = "bench") -> Backend:
+        if self.ovn is not None:
+            from converge.backends.ovn import OvnBackend  # noqa: PLC0415 - only OVN runs load ovsdbapp
+
+            backend = OvnBackend([self.ovn.nb_tcp], timeout=60.0, writer=writer)
+            deadline = time.monotonic() + 60
+            while not backend.connected() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return backend
+        assert self.fabric is not None
         return FabricClient([self.fabric.url], self.fabric.token, writer=writer)
 
 
 @contextlib.contextmanager
-def rig(store: str, *, faults: bool = False) -> Iterator[Rig]:
+def rig(store: str, *, faults: bool = False, backend: str = "fabric") -> Iterator[Rig]:
     with tempfile.TemporaryDirectory(prefix="converge-bench-") as tmp:
         work = Path(tmp)
-        fabric = FabricProcess(work / "fabric", faults=faults)
-        fabric.start()
+        fabric: FabricProcess | None = None
+        ovn: OvnControlPlane | None = None
+        if backend == "ovn":
+            ovn = OvnControlPlane(work / "ovn").start()
+        else:
+            fabric = FabricProcess(work / "fabric", faults=faults)
+            fabric.start()
         maria: MariaDB | None = None
         try:
             if store == "mariadb":
@@ -52,10 +70,13 @@ def rig(store: str, *, faults: bool = False) -> Iterator[Rig]:
                 url = f"sqlite:///{work / 'store.sqlite'}"
             engine = db.make_engine(url, pool_size=8)
             migrate.upgrade(engine)
-            yield Rig(engine, fabric, work)
+            yield Rig(engine, fabric, work, ovn)
             engine.dispose()
         finally:
-            fabric.stop()
+            if fabric is not None:
+                fabric.stop()
+            if ovn is not None:
+                ovn.stop()
             if maria is not None:
                 maria.stop()
 
