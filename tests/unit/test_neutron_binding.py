@@ -38,3 +38,13 @@ def test_bind_hosts_leave_other_hosts_to_other_drivers():
     assert p.segment_to_bind("edge-10", [VXLAN]) is None
     assert p.segment_to_bind("", [VXLAN]) is None and p.segment_to_bind(None, [VXLAN]) is None
     assert p.hosts_with_access([GRE, VXLAN], ["compute-1", "network-1", "edge-1"]) == {"compute-1", "edge-1"}
+
+
+def test_ovs_ports_get_ml2_ovns_vif_details_and_configured_keys_win():
+    from converge.neutron.binding import vif_details
+
+    assert vif_details("ovs", {}) == {"port_filter": True, "connectivity": "l2", "bridge_name": "br-int",
+                                      "datapath_type": "system"}
+    assert vif_details("ovs", {"datapath_type": "netdev", "port_filter": "False"}) == {
+        "port_filter": False, "connectivity": "l2", "bridge_name": "br-int", "datapath_type": "netdev"}
+    assert vif_details("vhostuser", {"vhostuser_mode": "server"}) == {"vhostuser_mode": "server"}

@@ -21,6 +21,20 @@ from typing import Any
 
 PHYSICAL_TYPES = frozenset({"vlan", "flat"})  # segment types that name a physical network
 
+# What ML2/OVN gives os-vif for an OVS port, so Nova plugs it into OVN's integration bridge the same way.
+OVS_VIF_DETAILS: dict[str, Any] = {"port_filter": True, "connectivity": "l2", "bridge_name": "br-int",
+                                   "datapath_type": "system"}
+
+
+def vif_details(vif_type: str, configured: Mapping[str, str]) -> dict[str, Any]:
+    """The binding's vif_details: ML2/OVN's for an ``ovs`` port, then ``[converge] vif_details`` over them
+    (``true``/``false`` read as booleans, as os-vif expects ``port_filter``)."""
+    details: dict[str, Any] = dict(OVS_VIF_DETAILS) if vif_type == "ovs" else {}
+    for key, value in configured.items():
+        text = str(value).strip()
+        details[key] = {"true": True, "false": False}.get(text.lower(), text)
+    return details
+
 
 @dataclass(frozen=True)
 class BindingPolicy:

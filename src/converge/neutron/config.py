@@ -43,8 +43,9 @@ OPTS = [
                     "'converge sync run --config-file neutron.conf')."),
     cfg.IntOpt("concurrency", default=4, min=1, help="Projects one worker reconciles at once."),
     cfg.StrOpt("vif_type", default="ovs", help="vif_type of ports Converge binds."),
-    cfg.DictOpt("vif_details", default={"port_filter": "true"},
-                help="vif_details of ports Converge binds (key:value pairs)."),
+    cfg.DictOpt("vif_details", default={},
+                help="vif_details of ports Converge binds (key:value pairs), over ML2/OVN's for an ovs port: "
+                     "port_filter:true, connectivity:l2, bridge_name:br-int, datapath_type:system."),
     cfg.ListOpt("bind_network_types", default=["geneve", "vxlan", "vlan", "flat"],
                 help="Segment types Converge binds ports on."),
     cfg.ListOpt("physical_networks", default=[],

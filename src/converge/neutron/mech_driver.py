@@ -2,9 +2,10 @@
 
 Precommit hooks record intent in Neutron's transaction (one desired-row upsert and one journal row per
 change) and do nothing else: no controller I/O ever happens on the API path. Postcommit hooks only wake
-the workers. ``bind_port`` binds geneve, vxlan, vlan and flat segments with the configured vif_type and
-vif_details (only for the hosts and physical networks it serves: ``converge.neutron.binding``, which also
-answers ML2's host filtering); bound and unbound ports both reach the controller. Every API worker, the
+the workers. ``bind_port`` binds geneve, vxlan, vlan and flat segments with the configured vif_type and,
+for ``ovs``, ML2/OVN's vif_details (port filter, l2 connectivity, ``br-int``, so os-vif plugs the port into
+OVN's integration bridge) — only for the hosts and physical networks it serves (``converge.neutron.binding``,
+which also answers ML2's host filtering); bound and unbound ports both reach the controller. Every API worker, the
 periodic-workers process and any agent may load this driver: ``initialize`` holds no shared state beyond
 the process.
 
@@ -119,7 +120,7 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
             log.debug("converge: leaves port %s on host %s to other drivers (bind_hosts, bind_network_types, "
                       "physical_networks)", context.current["id"], context.host)
             return
-        context.set_binding(segment[api.ID], opts.vif_type, dict(opts.vif_details))
+        context.set_binding(segment[api.ID], opts.vif_type, binding.vif_details(opts.vif_type, opts.vif_details))
 
     def filter_hosts_with_segment_access(self, context: Any, segments: Any, candidate_hosts: Any,
                                          agent_getter: Any) -> set[str]:
