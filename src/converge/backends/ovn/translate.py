@@ -13,8 +13,9 @@ groups ``pg_<id>``, the shared ``neutron_pg_drop``. A document this module canno
 write something that behaves differently from what Neutron shows. ``docs/ovn.md`` lists what is
 supported against ML2/OVN.
 
-Who calls it: ``backend.py`` (:func:`object_rows` per document, :func:`snat_rows` for a router with
-SNAT, :func:`shared_rows` once), ``replica.py`` (:data:`MANAGED`, :data:`CONTAINER_COLUMNS`).
+Who calls it: ``apply.py`` (:func:`object_rows` per document, :func:`snat_rows` for a router with
+SNAT, :func:`shared_rows` once). Security groups and rules are in ``acl.py``; the managed columns and
+the row helpers in ``columns.py``.
 """
 
 from __future__ import annotations
