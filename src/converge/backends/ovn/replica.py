@@ -28,8 +28,8 @@ from typing import Any
 
 from ovsdbapp.backend.ovs_idl.connection import OvsdbIdl
 
-from converge.backends.ovn.rows import PG_DROP, SHARED, ObjectKey, RowRef, RowSpec, Slot
 from converge.backends.ovn.columns import CONTAINER_COLUMNS, MANAGED
+from converge.backends.ovn.rows import PG_DROP, SHARED, ObjectKey, RowRef, RowSpec, Slot
 from converge.core import canonical
 from converge.core.ids import RootId
 
