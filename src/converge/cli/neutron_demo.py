@@ -1,4 +1,5 @@
-"""``converge demo`` (default): the whole stack on one machine, driven like a cloud user.
+"""``converge demo --backend fabric``: the whole stack on one machine with the fabric controller, driven
+like a cloud user; and what both Neutron demos share (this one and ``cli/ovn_demo.py``, the default).
 
 Starts a fabric controller, MariaDB, ``neutron-db-manage upgrade heads``, the Neutron API under uWSGI with
 the ``converge`` mechanism and extension drivers and the ``converge_router`` L3 plugin, and
@@ -7,15 +8,24 @@ end). Then, through openstacksdk: an external network, and per project a network
 group with a rule, ports bound to hosts, a router with a gateway and an interface, a floating IP. It
 waits until every project's controller ETag equals the fingerprint of its intent, every bound port is
 ACTIVE in Neutron and every resource reads ``converge:sync_state: synced``, and prints the status.
+
+Shared: :func:`converge_neutron` (the stack, with Converge loaded), :func:`sync_states` (every resource's
+``converge:sync_state``), :func:`interrupts` (SIGTERM unwinds like Ctrl-C, so everything started is
+stopped) and :func:`hold` (``--keep-running``: wait for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import signal
 import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from converge.backends.base import Backend
 from converge.cli import output
@@ -23,6 +33,71 @@ from converge.cli.context import Settings
 from converge.cli.sync_cmds import cmd_status
 from converge.core import canonical
 from converge.store import db, sync
+
+if TYPE_CHECKING:
+    from converge.testing.neutron import NeutronStack
+
+# The collections whose resources carry converge:sync_state (rules sync with their group).
+SYNCED = ("networks", "subnets", "ports", "routers", "floatingips", "security_groups")
+
+
+def fresh_workdir(path: str) -> Path:
+    work = Path(path)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def converge_neutron(workdir: Path, converge: Mapping[str, object], **options: Any) -> NeutronStack:
+    """Neutron with ``converge`` as its mechanism driver, its extension driver, the ``converge_router`` L3
+    plugin and ``[converge]`` = ``converge``; not started (a context manager)."""
+    from converge.testing.neutron import NeutronStack
+
+    # openstacksdk 4.x warns about its own internals on every call.
+    warnings.filterwarnings("ignore", module="openstack")
+    return NeutronStack(workdir, mechanism_drivers=["converge"], service_plugins=["converge_router"],
+                        config={"converge": converge},
+                        ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}, **options)
+
+
+def sync_states(cloud: Any) -> dict[str, list[dict[str, Any]]]:
+    """Collection → every resource the admin sees there (any project's), as the API returns it."""
+    return {c: list(cloud.network.get(f"/{c}").json()[c]) for c in SYNCED}
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that the ``with`` blocks that started processes
+    stop them; the previous handler comes back on the way out."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored inside: a teardown runs to its end."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def hold(lines: Sequence[str]) -> None:
+    """``--keep-running``: print how to reach what runs, then wait for Ctrl-C (or SIGTERM)."""
+    for line in lines:
+        output.console.print(line, highlight=False)
+    output.console.print("[bold]kept running[/bold]: Ctrl-C stops everything")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
 
 
 def build_topology(cloud: Any, projects: int) -> list[str]:
@@ -70,9 +145,7 @@ def converged(engine: Any, client: Backend, cloud: Any, ports: list[str]) -> tup
         wanted = {r: canonical.combine(sync.desired_in_root(conn, r).values()) for r in roots}
     differing = [r for r in roots if client.root_etag(r) != wanted[r]]
     active = sum(1 for p in ports if cloud.network.get_port(p).status == "ACTIVE")
-    states = [n["converge:sync_state"] for n in cloud.network.get("/networks").json()["networks"]]
-    for collection in ("ports", "subnets", "routers", "floatingips", "security_groups"):
-        states += [r["converge:sync_state"] for r in cloud.network.get(f"/{collection}").json()[collection]]
+    states = [r["converge:sync_state"] for items in sync_states(cloud).values() for r in items]
     synced = sum(1 for s in states if s == "synced")
     done = not pending and not differing and active == len(ports) and synced == len(states)
     return done, (
@@ -83,22 +156,13 @@ def converged(engine: Any, client: Backend, cloud: Any, ports: list[str]) -> tup
 
 def run(cfg: Settings, args: argparse.Namespace) -> int:
     from converge.testing.fabric import FabricProcess
-    from converge.testing.neutron import NeutronStack
 
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    with FabricProcess(work / "fabric", faults=False, port_up_delay=0.5) as fabric:
+    work = fresh_workdir(args.workdir)
+    with interrupts(), FabricProcess(work / "fabric", faults=False, port_up_delay=0.5) as fabric:
         output.console.print(f"fabric controller: {fabric.url} (pid {fabric.pid})")
         converge = {"controller_urls": fabric.url, "token_file": str(fabric.token_file)}
         began = time.monotonic()
-        with NeutronStack(
-            work / "neutron",
-            mechanism_drivers=["converge"],
-            config={"converge": converge},
-            service_plugins=["converge_router"],
-            ml2_config={"ml2": {"extension_drivers": "port_security,converge"}},
-        ) as stack:
+        with converge_neutron(work / "neutron", converge) as stack:
             output.console.print(
                 f"Neutron API: {stack.url} (MariaDB, uWSGI, periodic workers) up in {time.monotonic() - began:.1f} s"
             )
@@ -123,7 +187,11 @@ def run(cfg: Settings, args: argparse.Namespace) -> int:
             cmd_status(local, args)
             client.close()
             engine.dispose()
+            if done:
+                output.console.print(
+                    f"[green bold]converged[/green bold] {took:.1f} s after the first API call: {summary}")
+            if args.keep_running:
+                hold([f"Neutron API: {stack.url}", f"fabric controller: {fabric.url}"])
             if not done:
                 return output.fail(f"not converged after 120 s: {summary}", 1)
-            output.console.print(f"[green bold]converged[/green bold] {took:.1f} s after the first API call: {summary}")
             return 0
