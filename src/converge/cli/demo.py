@@ -1,6 +1,10 @@
-"""``converge demo``: the main job on the embedded default, end to end on one machine.
+"""``converge demo``: the main job, end to end on one machine; the options choose which demo runs.
 
-Starts a local fabric controller (its own process, loopback only), creates a SQLite intent store,
+By default Neutron's API with Converge on OVN, proven with packets (``cli/ovn_demo.py``); ``--backend fabric``
+the same Neutron stack on the reference fabric controller (``cli/neutron_demo.py``); ``--embedded`` the
+engine alone, below.
+
+``--embedded`` starts a local fabric controller (its own process, loopback only), creates a SQLite intent store,
 records a demo topology through ``record()``, runs a sync worker until the journal is drained, then
 proves convergence: for every root the controller's ETag equals the fingerprint of the desired objects
 computed locally. Prints the status and stops the controller by its PID.
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from converge.backends.base import Backend
+from converge.backends.select import BackendKind
 from converge.bench.workload import Workload
 from converge.cli import output
 from converge.cli.context import COMMON, Settings
@@ -27,25 +32,37 @@ from converge.store import sync
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
-        "demo", parents=[COMMON], help="start a local controller, load a demo topology, sync it, show status"
+        "demo", parents=[COMMON],
+        help="start OVN, MariaDB and Neutron's API with Converge, create a cloud through the API, prove it with "
+        "packets (--backend fabric: on the fabric controller; --embedded: the engine alone)",
     )
     p.add_argument("--roots", type=int, default=20)
     p.add_argument("--changes", type=int, default=3000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workdir", default="var/demo")
-    p.add_argument("--keep-running", action="store_true", help="leave the controller running at the end")
+    p.add_argument("--keep-running", action="store_true",
+                   help="--embedded: leave the controller running at the end; otherwise keep everything running "
+                   "after the checks until Ctrl-C")
     p.add_argument("--embedded", action="store_true",
                    help="engine only: SQLite store and record() instead of the Neutron API stack")
-    p.add_argument("--projects", type=int, default=4, help="with the Neutron stack: demo projects")
+    p.add_argument("--projects", type=int, default=4, help="with --backend fabric: demo projects")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(cfg: Settings, args: argparse.Namespace) -> int:
-    if not args.embedded:
-        from converge.cli.neutron_demo import run
+    # Only the command line chooses (not CONVERGE_BACKEND nor a config file): the demo starts its own backend.
+    backend = args.backend or BackendKind.OVN.value
+    if args.embedded:
+        if args.backend == BackendKind.OVN.value:
+            return output.fail("--embedded runs the engine on the fabric controller only", 2)
+        return cmd_embedded(cfg, args)
+    if backend == BackendKind.FABRIC.value:
+        from converge.cli import neutron_demo
 
-        return run(cfg, args)
-    return cmd_embedded(cfg, args)
+        return neutron_demo.run(cfg, args)
+    from converge.cli import ovn_demo  # loads the OVN launchers only when they run
+
+    return ovn_demo.run(cfg, args)
 
 
 def cmd_embedded(cfg: Settings, args: argparse.Namespace) -> int:
