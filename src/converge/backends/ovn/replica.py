@@ -392,6 +392,10 @@ class NbIdl(OvsdbIdl):  # type: ignore[misc]
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         self.replica.notify(event, row, updates)
 
+    def cooperative_yield(self) -> None:
+        """ovsdbapp sleeps 0 s per row parsed, for eventlet; plain threads gain nothing from it but
+        context switches (7 % of a drain's samples)."""
+
     def run(self) -> Any:
         result = super().run()
         self.replica.refresh()
