@@ -308,9 +308,9 @@ def repaired(ovn: OvnControlPlane, top: Topology) -> Outcome:
         time.sleep(0.01)
     back = time.monotonic() - began
     ok = client.wait_ping(victim.ip, timeout=WAIT)
-    return ok, (f"ovn-nbctl lsp-del web-2 → back in NB {back * 1000:.0f} ms after the deletion (NB pushed the "
+    return ok, (f"ovn-nbctl lsp-del web-2 → back in NB {output.age(back)} after the deletion (NB pushed the "
                 "change to the sync worker, which repaired that project; its sweep runs every 5 s), "
-                + (f"web-1 → web-2 answers again {time.monotonic() - began:.1f} s after" if ok
+                + (f"web-1 → web-2 answers again {output.age(time.monotonic() - began)} after it" if ok
                    else f"but web-1 → web-2 got no answer in {WAIT:.0f} s"))
 
 
