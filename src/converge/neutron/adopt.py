@@ -2,11 +2,12 @@
 that existed before Converge (or drifted from it).
 
 Reads every resource through the Neutron API as an administrator (openstacksdk: ``--os-cloud`` from
-clouds.yaml, or ``--neutron-url`` for a noauth endpoint), translates each exactly as the driver does, and
-compares the attributes with the intent store in Neutron's database (``--config-file``). Adopt and
-repair record what differs — a create or update per resource missing or different, a delete per intent
-Neutron no longer has — through ``record_many`` in transactions of 500; drift only lists. On a cloud
-already in step nothing is written, and it says so. Idempotent: a second run finds nothing.
+clouds.yaml, or ``--neutron-url`` for a noauth endpoint), translates each exactly as the driver and the
+L3 plugin record it (routers and router interfaces through the plugin's own functions), and compares the
+attributes with the intent store in Neutron's database (``--config-file``). Adopt and repair record what
+differs — a create or update per resource missing or different, a delete per intent Neutron no longer
+has — through ``record_many`` in transactions of 500; drift only lists. On a cloud already in step nothing
+is written, and it says so. Idempotent: a second run finds nothing.
 
 Run beside Neutron; the CLI reaches this module by name only, so the CLI layer stays free of Neutron.
 """
@@ -52,19 +53,44 @@ def pages(cloud: Any, collection: str) -> Iterator[dict[str, Any]]:
 
 
 def neutron_intent(cloud: Any, progress: Any = None) -> dict[Key, Change]:
-    """What the driver would have recorded for every resource Neutron holds now."""
+    """What the driver and the L3 plugin would have recorded for every resource Neutron holds now.
+
+    Routers and router interfaces are documented by the plugin's own functions (``l3.router_document``,
+    ``l3.interface_of``), so intent the plugin recorded compares equal: a router with its gateway port and
+    that port's subnets, an interface with its port's subnets. Both come from the listings read here
+    anyway — every subnet (cidr, gateway_ip), every port (an administrator's listing holds the gateway
+    ports, which belong to no project) — so no request is made per router; routers are documented once
+    every port and subnet has been read."""
     found: dict[Key, Change] = {}
+    subnets: dict[str, l3.Subnet] = {}
+    gateways: dict[str, dict[str, Any]] = {}  # router id → its gateway port
+    interfaces: list[dict[str, Any]] = []
+    routers: list[dict[str, Any]] = []
     for kind, collection in COLLECTIONS.items():
         for item in pages(cloud, collection):
-            change = translate.upsert(kind, item, created=False)
-            found[(kind.value, change.id)] = change
-            if kind is Kind.PORT:
-                interface = l3.interface_of(item)
-                if interface is not None:
-                    found[(Kind.ROUTER_INTERFACE.value, item["id"])] = translate.upsert(
-                        Kind.ROUTER_INTERFACE, interface, created=False)
+            if kind is Kind.ROUTER:
+                routers.append(item)
+            else:
+                change = translate.upsert(kind, item, created=False)
+                found[(kind.value, change.id)] = change
+            if kind is Kind.SUBNET:
+                subnets[item["id"]] = l3.Subnet(item["cidr"], item["gateway_ip"])
+            elif kind is Kind.PORT and l3.is_gateway(item):
+                gateways[item["device_id"]] = item
+            elif kind is Kind.PORT and l3.is_interface(item):
+                interfaces.append(item)
             if progress:
                 progress()
+    for router in routers:
+        change = translate.upsert(Kind.ROUTER, l3.router_document(router, gateways.get(router["id"]), subnets),
+                                  created=False)
+        found[(Kind.ROUTER.value, change.id)] = change
+    cidrs = {i: s.cidr for i, s in subnets.items()}
+    for port in interfaces:
+        interface = l3.interface_of(port, cidrs)
+        if interface is not None:
+            found[(Kind.ROUTER_INTERFACE.value, port["id"])] = translate.upsert(
+                Kind.ROUTER_INTERFACE, interface, created=False)
     return found
 
 

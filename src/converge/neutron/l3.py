@@ -110,25 +110,28 @@ def router_document(router: Mapping[str, Any], gateway_port: Mapping[str, Any] |
     return out
 
 
-def interface_of(port: Mapping[str, Any], cidrs: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+def is_interface(port: Mapping[str, Any]) -> bool:
+    """The port stands for a router interface: a router interface owner, a router, an address."""
+    return (port.get("device_owner") in n_const.ROUTER_INTERFACE_OWNERS and bool(port.get("device_id"))
+            and bool(port.get("fixed_ips")))
+
+
+def interface_of(port: Mapping[str, Any], cidrs: Mapping[str, str]) -> dict[str, Any] | None:
     """The router interface a port dict stands for (same id as the port), or None if it is not one.
 
     ``subnet_ids``: every subnet the port has an address on (one router port carries all the IPv6
     prefixes of a network added to the router); ``subnet_id``: the smallest of them, so it does not
     depend on the order Neutron lists them in. ``mac_address`` and ``networks`` (``ip/prefixlen`` of each
     address, the prefix lengths from ``cidrs``: subnet id → cidr, read by the caller) let a controller
-    build the interface's router port from this document alone. Without ``cidrs`` (a caller only asking
-    whether the port is an interface) ``networks`` is left out."""
+    build the interface's router port from this document alone."""
+    if not is_interface(port):
+        return None
     fixed_ips = list(port.get("fixed_ips") or ())
     ids = sorted(ip["subnet_id"] for ip in fixed_ips)
-    if port.get("device_owner") not in n_const.ROUTER_INTERFACE_OWNERS or not port.get("device_id") or not ids:
-        return None
-    out = {"id": port["id"], "project_id": translate.root_of(port), "router_id": port["device_id"],
-           "subnet_id": ids[0], "subnet_ids": sorted(set(ids)), "port_id": port["id"],
-           "mac_address": port.get("mac_address"), "revision_number": port.get("revision_number")}
-    if cidrs is not None:
-        out["networks"] = networks(fixed_ips, cidrs)
-    return out
+    return {"id": port["id"], "project_id": translate.root_of(port), "router_id": port["device_id"],
+            "subnet_id": ids[0], "subnet_ids": sorted(set(ids)), "port_id": port["id"],
+            "mac_address": port.get("mac_address"), "networks": networks(fixed_ips, cidrs),
+            "revision_number": port.get("revision_number")}
 
 
 IDENTITY = ("id", "project_id", "tenant_id", "revision_number")  # who and which version, kept for translate
@@ -284,15 +287,15 @@ def _port_changed(resource: str, event: str, trigger: Any, payload: Any) -> None
         _record_gateway(ctx, port, gone=event == events.PRECOMMIT_DELETE)
         return
     interface = None
-    if event != events.PRECOMMIT_DELETE and interface_of(port) is not None and _attached(ctx, port):
+    if event != events.PRECOMMIT_DELETE and is_interface(port) and _attached(ctx, port):
         interface = interface_of(port, {i: s.cidr for i, s in _subnets(ctx, port["fixed_ips"]).items()})
     if interface is not None:
-        created = event == events.PRECOMMIT_CREATE or interface_of(payload.states[0]) is None
+        created = event == events.PRECOMMIT_CREATE or not is_interface(payload.states[0])
         recorder.record_in(ctx, recorder.build(
             lambda: translate.upsert(Kind.ROUTER_INTERFACE, interface, created=created)))
         return
     was = port if event == events.PRECOMMIT_DELETE else payload.states[0]
-    if interface_of(was) is not None:
+    if is_interface(was):
         root = recorder.root_of_recorded(ctx, Kind.ROUTER_INTERFACE, port["id"])
         if root is not None:
             recorder.record_in(ctx, recorder.build(
