@@ -31,6 +31,7 @@ from neutron.tests.unit.extensions import test_l3 as l3_tests  # the modules: py
 from neutron.tests.unit.plugins.ml2 import test_plugin as ml2_tests
 from neutron_lib import constants as n_const
 from neutron_lib.callbacks import events, registry, resources
+from neutron_lib.db.standard_attr import StandardAttribute
 from neutron_lib.plugins import constants as plugin_constants
 from neutron_lib.plugins import directory
 from sqlalchemy import select
@@ -254,6 +255,38 @@ class TestConvergeRecordsL3Intent(ConvergeL3Loaded, l3_tests.L3NatTestCaseMixin,
                     ("floating_ip", f, "create"), ("floating_ip", f, "update"), ("floating_ip", f, "delete")):
             self.assertIn(key, journal)
         self.assertIn(("router_interface", i), {(k, oid) for k, oid, op in journal if op != "delete"})
+
+    def test_a_subnets_new_gateway_ip_re_records_the_routers_whose_gateway_is_on_it(self) -> None:
+        pools = [{"start": "10.0.0.10", "end": "10.0.0.200"}]  # .254 is free to become the gateway
+        with self.subnet(cidr="10.0.0.0/24", allocation_pools=pools) as public, \
+                self.subnet(cidr="10.2.0.0/24") as elsewhere, \
+                self.router() as one, self.router() as two, self.router() as other:
+            routers = [one["router"]["id"], two["router"]["id"]]
+            for subnet, router_ids in ((public, routers), (elsewhere, [other["router"]["id"]])):
+                self._set_net_external(subnet["subnet"]["network_id"])
+                for r in router_ids:
+                    self._add_external_gateway_to_router(r, subnet["subnet"]["network_id"])
+            before = {r: self._neutron_revision(r) for r in [*routers, other["router"]["id"]]}
+            untouched = self._journal().count(("router", other["router"]["id"], "update"))
+
+            self._update("subnets", public["subnet"]["id"], {"subnet": {"gateway_ip": "10.0.0.254"}})
+            for r in routers:
+                self.assertEqual(["10.0.0.254"], self._intent()[("router", r)][1]["gateway_nexthops"])
+                self.assertLess(before[r], self._neutron_revision(r))  # bumped in the subnet's transaction
+            self.assertEqual(["10.2.0.1"], self._intent()[("router", other["router"]["id"])][1]["gateway_nexthops"])
+            self.assertEqual(before[other["router"]["id"]], self._neutron_revision(other["router"]["id"]))
+            self.assertEqual(untouched, self._journal().count(("router", other["router"]["id"], "update")))
+
+            self._update("subnets", public["subnet"]["id"], {"subnet": {"gateway_ip": None}})
+            self.assertEqual([[], []], [self._intent()[("router", r)][1]["gateway_nexthops"] for r in routers])
+
+    def _neutron_revision(self, router_id: str) -> int:
+        """The router's revision in Neutron's table (this test API shows none: no revisions extension, so
+        intent records revision 0 here; the functional test compares the two)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(StandardAttribute.revision_number).join(
+                l3_models.Router, l3_models.Router.standard_attr_id == StandardAttribute.id).where(
+                l3_models.Router.id == router_id)).scalar_one())
 
     def test_intent_rolls_back_with_a_failed_router_create(self) -> None:
         recorded: list[str | None] = []

@@ -141,6 +141,34 @@ def test_a_router_without_a_gateway_carries_no_gateway_fields():
         assert translate.attributes(Kind.ROUTER, l3.router_document(router, None, {})) == attrs
 
 
+def test_a_subnet_update_leaves_the_requested_gateway_ip_as_neutron_stores_it_or_the_original():
+    original = {"id": "es", "cidr": "2001:db8:24::/64", "gateway_ip": "2001:db8:24::1"}
+    assert l3.updated_gateway_ip(original, {"name": "renamed"}) == "2001:db8:24::1"  # not in the request
+    assert l3.updated_gateway_ip(original, {"gateway_ip": "2001:DB8:24:0::FE"}) == "2001:db8:24::fe"
+    assert l3.updated_gateway_ip(original, {"gateway_ip": "2001:db8:24::1"}) == original["gateway_ip"]
+    assert l3.updated_gateway_ip(original, {"gateway_ip": None}) is None  # the gateway removed
+    assert l3.updated_gateway_ip({**original, "gateway_ip": None}, {}) is None
+
+
+def test_a_routers_nexthops_follow_the_gateway_ip_a_subnet_update_writes():
+    """What _subnet_updating records: the router's document with the subnet's new gateway IP in place of
+    the one its row still holds; the other subnets of the gateway port keep theirs."""
+    ips = [{"subnet_id": "es", "ip_address": "172.24.4.10"}, {"subnet_id": "s2", "ip_address": "2001:db8:2::5"}]
+    port = {**GATEWAY_PORT, "fixed_ips": ips}
+    moved = l3.with_gateway_ips(SUBNETS, {"es": "172.24.4.254"})
+    assert moved["es"] == l3.Subnet("172.24.4.0/24", "172.24.4.254") and moved["s2"] == SUBNETS["s2"]
+    before = translate.attributes(Kind.ROUTER, gateway_document(ROUTER, port))
+    after = translate.attributes(Kind.ROUTER, gateway_document(ROUTER, port, moved))
+    assert (before["gateway_nexthops"], after["gateway_nexthops"]) == (
+        ["172.24.4.1", "2001:db8:2::1"], ["172.24.4.254", "2001:db8:2::1"])
+    assert {k: v for k, v in after.items() if k != "gateway_nexthops"} == {
+        k: v for k, v in before.items() if k != "gateway_nexthops"}
+    removed = translate.attributes(Kind.ROUTER, gateway_document(ROUTER, port, l3.with_gateway_ips(SUBNETS, {
+        "es": None})))
+    assert removed["gateway_nexthops"] == ["2001:db8:2::1"]
+    assert l3.with_gateway_ips(SUBNETS, {"elsewhere": "10.0.0.9"}) == SUBNETS  # a subnet the port is not on
+
+
 def test_a_floating_ip_belongs_to_its_project_and_references_the_external_network():
     change = translate.upsert(Kind.FLOATING_IP, FIP, created=True)
     assert (change.root, change.id, change.op, change.revision) == ("proj", "f1", JournalOp.CREATE, 2)

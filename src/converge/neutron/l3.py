@@ -26,7 +26,10 @@ Which hooks, and why (Neutron 29.0.0, ``neutron/db/l3_db.py`` and ``neutron/plug
 - What a controller needs to build rows from one document alone (OVN's router ports, the gateway's
   default route) is added to routers and interfaces by ``router_document`` and ``interface_of``: MACs,
   ``ip/prefixlen`` addresses and the external subnets' gateway IPs, the subnets read in the same
-  transaction. A subnet's ``gateway_ip`` changed later does not record its routers again (a known gap).
+  transaction. A subnet's ``gateway_ip`` changed later records again the routers whose gateway port has
+  an address on it: ``SUBNET`` ``BEFORE_UPDATE``, the one subnet update event inside ML2's transaction
+  (Neutron has no ``PRECOMMIT_UPDATE`` for subnets), with each router's revision bumped
+  (``_subnet_updating``). A subnet's cidr does not change, so ``networks`` cannot go stale.
 - Floating IPs: ``FLOATING_IP`` ``PRECOMMIT_CREATE`` / ``PRECOMMIT_UPDATE`` inside the writer
   (``desired_state`` is the DB row, or the object when a port delete disassociates it), and
   ``PRECOMMIT_DELETE``, which Neutron re-publishes from the floating IP port's ``PORT`` precommit delete.
@@ -110,6 +113,20 @@ def router_document(router: Mapping[str, Any], gateway_port: Mapping[str, Any] |
     return out
 
 
+def updated_gateway_ip(original: Mapping[str, Any], request: Mapping[str, Any]) -> str | None:
+    """The ``gateway_ip`` a subnet update leaves: the request's, in the form Neutron stores (and lists) an
+    address in, or the original's when the request does not set one. ``None``: no gateway."""
+    if "gateway_ip" not in request:
+        return original.get("gateway_ip")
+    return str(ipaddress.ip_address(request["gateway_ip"])) if request["gateway_ip"] else None
+
+
+def with_gateway_ips(subnets: Mapping[str, Subnet], gateway_ips: Mapping[str, str | None]) -> dict[str, Subnet]:
+    """``subnets`` with the gateway IPs a subnet update in this transaction is about to write (the rows
+    still hold the old ones)."""
+    return {i: s._replace(gateway_ip=gateway_ips[i]) if i in gateway_ips else s for i, s in subnets.items()}
+
+
 def is_interface(port: Mapping[str, Any]) -> bool:
     """The port stands for a router interface: a router interface owner, a router, an address."""
     return (port.get("device_owner") in n_const.ROUTER_INTERFACE_OWNERS and bool(port.get("device_id"))
@@ -177,6 +194,7 @@ def subscribe() -> None:
         registry.subscribe(handler, resources.ROUTER, event, priority=AFTER_NEUTRON)
     for event in (events.PRECOMMIT_CREATE, events.PRECOMMIT_UPDATE, events.PRECOMMIT_DELETE):
         registry.subscribe(_port_changed, resources.PORT, event)
+    registry.subscribe(_subnet_updating, resources.SUBNET, events.BEFORE_UPDATE)
     registry.subscribe(_fip_created, resources.FLOATING_IP, events.PRECOMMIT_CREATE)
     registry.subscribe(_fip_updated, resources.FLOATING_IP, events.PRECOMMIT_UPDATE)
     registry.subscribe(_fip_deleted, resources.FLOATING_IP, events.PRECOMMIT_DELETE)
@@ -221,10 +239,12 @@ def _gateway_port_of(router_db: Any) -> dict[str, Any] | None:
 
 
 def _upsert_router(context: Any, router: Mapping[str, Any], gateway_port: Mapping[str, Any] | None, *,
-                   created: bool) -> None:
-    """The router's document (``router_document``), its gateway's subnets read here, in the transaction."""
+                   created: bool, gateway_ips: Mapping[str, str | None] | None = None) -> None:
+    """The router's document (``router_document``), its gateway's subnets read here, in the transaction
+    (``gateway_ips``: the subnets' gateway IPs this transaction is about to write, see ``_subnet_updating``)."""
     fixed_ips = (gateway_port or {}).get("fixed_ips") or () if router.get("external_gateway_info") else ()
-    document = router_document(router, gateway_port, _subnets(context, fixed_ips))
+    subnets = with_gateway_ips(_subnets(context, fixed_ips), gateway_ips or {})
+    document = router_document(router, gateway_port, subnets)
     recorder.record_in(context, recorder.build(lambda: translate.upsert(Kind.ROUTER, document, created=created)))
 
 
@@ -266,6 +286,32 @@ def _record_gateway(context: Any, port: Mapping[str, Any], *, gone: bool) -> Non
     router = _shown("routers", router_with_gateway(plugin._make_router_dict(router_db), gateway,
                                                    enable_snat=router_db.enable_snat))
     _upsert_router(context, router, gateway, created=False)
+
+
+def _subnet_updating(resource: str, event: str, trigger: Any, payload: Any) -> None:
+    """A subnet's ``gateway_ip`` changes: every router whose gateway port has an address on that subnet is
+    recorded again, its ``gateway_nexthops`` (the default route) with the new gateway IP.
+
+    Neutron publishes no ``SUBNET`` ``PRECOMMIT_UPDATE``; ``BEFORE_UPDATE`` is published inside ML2's
+    ``update_subnet`` transaction, just before the subnet's row is written, so the routers are recorded
+    in that transaction (a refused update rolls them back) with the gateway IP the update is about to
+    write (``updated_gateway_ip``), in place of the one the row still holds. As in ``_record_gateway``,
+    this transaction writes the subnet, not the routers: each router's revision is bumped, so a
+    concurrent writer of the router conflicts (Neutron retries) instead of the ordering guard dropping
+    the newer nexthop. Routers are read in id order, any project's (an external subnet serves them all)."""
+    original, request = payload.states[0], payload.states[1]
+    gateway_ip = updated_gateway_ip(original, request)
+    if gateway_ip == original.get("gateway_ip"):
+        return
+    ctx, subnet_id = payload.context, payload.resource_id
+    router = l3_models.Router
+    on_subnet = select(models_v2.IPAllocation.port_id).where(models_v2.IPAllocation.subnet_id == subnet_id)
+    plugin = _plugin()
+    for router_db in ctx.session.scalars(select(router).where(router.gw_port_id.in_(on_subnet))
+                                         .order_by(router.id)).unique().all():  # the model eager-joins collections
+        router_db.bump_revision()
+        _upsert_router(ctx, _shown("routers", plugin._make_router_dict(router_db)), _gateway_port_of(router_db),
+                       created=False, gateway_ips={subnet_id: gateway_ip})
 
 
 # -- router interfaces (their ports) and gateway ports -------------------------------------------------

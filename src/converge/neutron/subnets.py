@@ -9,7 +9,9 @@ user port still holds an address of a subnet that is not auto-address), the tran
 nothing is recorded.
 
 (The other direction needs nothing here: a new auto-address subnet's addresses are added to ports by
-``update_port``, whose precommit records them.)
+``update_port``, whose precommit records them. A subnet's ``gateway_ip`` change reaches routers — their
+default route — through the L3 plugin, ``converge.neutron.l3._subnet_updating``: routers are recorded
+only where ``converge_router`` is loaded, and it subscribes there.)
 """
 
 from __future__ import annotations
