@@ -10,6 +10,7 @@ fails fast and the backend comes back by itself.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,6 +239,8 @@ def test_a_floating_ip_without_a_port_has_no_row_but_counts(backend: OvnBackend)
 
 def test_nb_down_fails_fast_and_the_backend_comes_back(ovn: OvnControlPlane, tmp_path: Path) -> None:
     backend = connect(ovn)
+    back: list[float] = []
+    backend.on_available(lambda: back.append(time.monotonic()))
     try:
         root, docs = topology()
         etag = backend.apply(root, if_match=0, operations=puts(docs[0]), epoch=1)
@@ -246,7 +249,10 @@ def test_nb_down_fails_fast_and_the_backend_comes_back(ovn: OvnControlPlane, tmp
         with pytest.raises(ControllerUnavailable):
             backend.apply(root, if_match=etag, operations=puts(docs[2]), epoch=1)
         ovn.start_nb()
+        restarted = time.monotonic()
         eventually(backend.connected, "the backend to reconnect", deadline=30)
+        eventually(lambda: back, "the backend to say NB answers again (on_available)")
+        print(f"\nreplica connected again {max(0.0, back[0] - restarted):.2f} s after start_nb() returned")
         assert backend.apply(root, if_match=etag, operations=puts(docs[2]), epoch=1) == fingerprint(docs[0], docs[2])
     finally:
         backend.close()

@@ -161,4 +161,9 @@ class Backend(Protocol):
         writes made (a backend that cannot see such changes never calls it; the sweep still finds them)."""
         ...
 
+    def on_available(self, callback: Callable[[], None]) -> None:
+        """Register ``callback()``, called when the controller answers again after it could not be reached,
+        so roots waiting out a backoff retry at once rather than at the end of their (grown) delay."""
+        ...
+
     def close(self) -> None: ...

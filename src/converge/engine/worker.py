@@ -89,7 +89,9 @@ class Worker:
         self._drifted: set[RootId] = set()  # roots the backend saw change behind our back (any thread)
         self._drifted_lock = threading.Lock()
         self.on_reconciled: Callable[[RootId], None] | None = None
+        self._back = threading.Event()  # the controller answers again: retry roots waiting out a backoff
         backend.on_drift(self._drift_seen)
+        backend.on_available(self._controller_back)
 
     # -- control -------------------------------------------------------------------------------------
     def nudge(self) -> None:
@@ -106,6 +108,21 @@ class Worker:
         with self._drifted_lock:
             self._drifted.add(root)
         self._wake.set()
+
+    def _controller_back(self) -> None:
+        """The backend's availability callback (a backend thread): note it and wake the loop."""
+        self._back.set()
+        self._wake.set()
+
+    def _retry_now(self, now: float) -> None:
+        """Roots backing off because the controller was away are due at once: their delay grew while it
+        was away (up to the cap), and would leave the work waiting long after it came back."""
+        self._back.clear()
+        waiting = [r for r in self.due if self.failures.get(r)]
+        for root in waiting:
+            self.due[root] = now
+        if waiting:
+            log.info("worker %s: the controller answers again; %d roots retry now", self.id, len(waiting))
 
     def run(self) -> None:
         log.info("worker %s starting", self.id)
@@ -162,6 +179,8 @@ class Worker:
                 self._maintain(now)
             pending = self._poll()
             self._check_drift()
+            if self._back.is_set():
+                self._retry_now(now)
         except ConvergeError as err:
             log.warning("worker %s: database: %s", self.id, err)
             return False

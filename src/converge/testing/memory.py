@@ -84,6 +84,8 @@ class MemoryBackend:
         self.epochs: dict[RootId, int] = {}  # the fence: the highest epoch that wrote each root
         self.batches: list[Batch] = []
         self.calls: list[str] = []  # every protocol call by name, in order
+        self._down = False  # the last call failed with an injected failure
+        self._available: list[Callable[[], None]] = []
         self.ports_up = ports_up
         self._lock = threading.RLock()
         self._failures = 0
@@ -171,7 +173,12 @@ class MemoryBackend:
             self.traffic.add(name, 0, 0)
             if self._failures > 0:
                 self._failures -= 1
+                self._down = True
                 raise self._failure or ControllerUnavailable("memory backend: injected failure")
+            back, self._down = self._down, False
+            callbacks = list(self._available) if back else []
+        for callback in callbacks:  # the first call that goes through after injected failures
+            callback()
 
     def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation], epoch: int = 0) -> int:
         with self._lock:
@@ -321,6 +328,10 @@ class MemoryBackend:
                     self._followers.remove(follower)
 
         return stop
+
+    def on_available(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._available.append(callback)
 
     def on_drift(self, callback: Callable[[RootId], None]) -> None:
         with self._lock:

@@ -59,6 +59,8 @@ class FabricClient:
         clk = clock or SystemClock()
         self.breakers = {u: CircuitBreaker(breaker_threshold, breaker_reset, clk) for u in self.urls}
         self._preferred = 0
+        self._unavailable = False
+        self._available: list[Callable[[], None]] = []
         self._token = token  # for the event stream; never logged
         self._followers: list[Callable[[], None]] = []
         self._followers_lock = threading.Lock()
@@ -101,9 +103,14 @@ class FabricClient:
                 continue
             breaker.succeeded()
             self._preferred = self.urls.index(url)
+            if self._unavailable:  # the first answer after "no controller answered": wake the waiters
+                self._unavailable = False
+                for callback in list(self._available):
+                    callback()
             if resp.status_code == 401:
                 raise ConfigurationError(f"controller {url} refused the configured token (401)")
             return resp
+        self._unavailable = True
         raise ControllerUnavailable("no controller answered: " + "; ".join(errors))
 
     def _get(self, path: str, *, purpose: str, params: Mapping[str, str] | None = None) -> Any:
@@ -201,6 +208,9 @@ class FabricClient:
         with self._followers_lock:
             self._followers.append(stop)
         return stop
+
+    def on_available(self, callback: Callable[[], None]) -> None:
+        self._available.append(callback)
 
     def on_drift(self, callback: Callable[[RootId], None]) -> None:
         """Nothing to register: the controller pushes no news of changes made behind our back, so the

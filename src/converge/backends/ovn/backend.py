@@ -71,11 +71,16 @@ class OvnBackend:
         self.traffic = Traffic()
         self.last_error: str | None = None
         self._drift: list[Callable[[RootId], None]] = []
+        self._available: list[Callable[[], None]] = []
+        self._was_connected = False
         helper, self.last_error = _schema_helper(self.remote)
         self.idl = NbIdl(self.remote, helper)
         self.idl.after_run = self._after_run
         self.replica = self.idl.replica
         self._api = _Api(self.idl)
+        # python-ovs backs off up to 8 s between reconnection attempts: a NB back from an outage would sit
+        # unused for that long. 1-2 s is plenty for a handful of workers.
+        self.idl._session.reconnect.set_backoff(1000, 2000)
         self._connection = ovsdbapp_connection.Connection(self.idl, timeout)
         self._closed = threading.Event()
         self._started = threading.Event()
@@ -108,6 +113,11 @@ class OvnBackend:
             raise ControllerUnavailable(f"OVN NB {self.remote} is not connected{reason}")
 
     def _after_run(self) -> None:
+        now = self.connected()
+        if now and not self._was_connected:
+            for back in list(self._available):
+                _safely(back)
+        self._was_connected = now
         moved = self.replica.take_moved()
         for root in moved:
             for callback in self._drift:
@@ -240,6 +250,9 @@ class OvnBackend:
 
     def on_drift(self, callback: Callable[[RootId], None]) -> None:
         self._drift.append(callback)
+
+    def on_available(self, callback: Callable[[], None]) -> None:
+        self._available.append(callback)
 
     def close(self) -> None:
         self._closed.set()
