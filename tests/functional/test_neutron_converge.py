@@ -45,8 +45,9 @@ def test_networks_subnets_ports_and_security_groups_converge_and_read_synced(clo
     state = wait_converged(cloud, fabric, project)
     assert {("network", net.id), ("subnet", sub.id), ("port", bound.id), ("port", unbound.id),
             ("security_group", group.id), ("security_group_rule", rule.id)} <= set(state)
-    assert state[("port", bound.id)]["binding:vif_type"] == "ovs"  # bound by converge
-    assert state[("port", unbound.id)]["binding:vif_type"] == "unbound"  # and unbound ones travel too
+    assert cloud.network.get_port(bound.id).binding_vif_type == "ovs"  # bound by converge
+    assert state[("port", bound.id)]["binding:host_id"]  # its host travels (not how the host plugs it)
+    assert not state[("port", unbound.id)].get("binding:host_id")  # and unbound ports travel too
     assert state[("port", bound.id)]["security_groups"] == [group.id]
     for collection in ("networks", "subnets", "ports", "security_groups"):
         assert set(v[0] for v in sync_states(cloud, collection, project).values()) == {"synced"}, collection

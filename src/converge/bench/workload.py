@@ -120,7 +120,7 @@ class Workload:
             "fixed_ips": [{"subnet_id": sub.id, "ip_address": f"10.0.0.{self.rng.randrange(2, 254)}"}],
             "admin_state_up": True, "device_owner": "compute:nova", "device_id": self._uuid(),
             "security_groups": [sg.id] if sg else [], "binding:host_id": f"compute-{self.rng.randrange(50)}",
-            "binding:vif_type": "ovs", "binding:vnic_type": "normal", "port_security_enabled": True,
+            "binding:vnic_type": "normal", "port_security_enabled": True,
             "allowed_address_pairs": [], "description": ""}, [net, sub] + ([sg] if sg else []))
 
     def _router(self, root: _Root) -> list[Change]:

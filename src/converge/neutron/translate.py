@@ -34,7 +34,7 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
                   "allocation_pools", "dns_nameservers", "host_routes", "ipv6_ra_mode", "ipv6_address_mode",
                   "subnetpool_id", "segment_id", "service_types"),
     Kind.PORT: ("name", "description", "network_id", "mac_address", "fixed_ips", "admin_state_up",
-                "device_owner", "device_id", "security_groups", "binding:host_id", "binding:vif_type",
+                "device_owner", "device_id", "security_groups", "binding:host_id",
                 "binding:vnic_type", "binding:profile", "port_security_enabled", "allowed_address_pairs",
                 "qos_policy_id", "dns_name"),
     Kind.SECURITY_GROUP: ("name", "description", "stateful"),
