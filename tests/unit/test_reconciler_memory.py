@@ -4,11 +4,8 @@ wrong branch fails them. The same branches run over HTTP in tests/functional/tes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from memory_support import acked, assert_in_step, change, desired_docs, journal_keys, new_store, record, states, take
-from sqlalchemy.engine import Engine
+from memory_support import acked, assert_in_step, change, desired_docs, journal_keys, record, states, take
 
 from converge.backends.base import Put
 from converge.core.canonical import ObjectDoc
@@ -20,13 +17,6 @@ from converge.testing.memory import MemoryBackend
 
 P1 = "project-1"
 P2 = "project-2"
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = new_store(tmp_path)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@ they retry at once, not at the end of a delay that grew while the controller was
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from memory_support import assert_in_step, change, new_store, record
+from memory_support import assert_in_step, change, record
 from sqlalchemy.engine import Engine
 
 from converge.core.ids import RootId, WorkerId
@@ -14,13 +11,6 @@ from converge.engine.worker import Worker, WorkerConfig
 from converge.testing.memory import MemoryBackend
 
 ROOT = "project-1"
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = new_store(tmp_path)
-    yield engine
-    engine.dispose()
 
 
 def test_roots_backing_off_retry_as_soon_as_the_controller_answers_again(engine: Engine) -> None:

@@ -3,10 +3,8 @@ the next step of the worker that holds the root, without waiting for the sweep (
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from memory_support import assert_in_step, change, new_store, record
+from memory_support import assert_in_step, change, record
 from sqlalchemy.engine import Engine
 
 from converge.core.canonical import ObjectDoc
@@ -16,13 +14,6 @@ from converge.engine.worker import Worker, WorkerConfig
 from converge.testing.memory import MemoryBackend
 
 ROOT = "project-1"
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = new_store(tmp_path)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
