@@ -266,3 +266,22 @@ def test_a_wrong_nb_address_is_a_clear_error() -> None:
         assert backend.health()[0].state == "down"
     finally:
         backend.close()
+
+
+def test_the_drop_groups_acls_deleted_or_edited_out_of_band_are_restored(backend: OvnBackend,
+                                                                          ovn: OvnControlPlane) -> None:
+    """Without them every port with port security is open, and no object's fingerprint covers them."""
+    root, docs = topology()
+    backend.apply(root, if_match=0, operations=puts(*docs), epoch=1)
+
+    def drop_acls() -> list[str]:
+        uuids = ovn.nbctl("--bare", "--columns=acls", "list", "Port_Group", "neutron_pg_drop").split()
+        return sorted(ovn.nbctl("--bare", "--columns=match", "list", "ACL", u).strip() for u in uuids)
+
+    expected = drop_acls()
+    assert expected == ["inport == @neutron_pg_drop && ip", "outport == @neutron_pg_drop && ip"]
+    ovn.nbctl("clear", "Port_Group", "neutron_pg_drop", "acls")
+    eventually(lambda: drop_acls() == expected, "the deleted drop ACLs restored")
+    victim = ovn.nbctl("--bare", "--columns=acls", "list", "Port_Group", "neutron_pg_drop").split()[0]
+    ovn.nbctl("set", "ACL", victim, 'match="inport == @neutron_pg_drop && ip4"')
+    eventually(lambda: drop_acls() == expected, "the edited drop ACL replaced")

@@ -51,7 +51,7 @@ from converge.backends.ovn.replica import (
     plain_value,
     rows_hash,
 )
-from converge.backends.ovn.rows import SHARED, ObjectKey, ObjectRows, RowRef, RowSpec, Slot
+from converge.backends.ovn.rows import PG_DROP, SHARED, ObjectKey, ObjectRows, RowRef, RowSpec, Slot
 from converge.core import canonical
 from converge.core.errors import Fenced, ObjectRejected, PreconditionFailed
 from converge.core.ids import RootId
@@ -436,3 +436,43 @@ def _uuid_of(value: Any) -> str:
 
 def form_of(value: Mapping[str, Any]) -> bytes:
     return canonical.canonical_json(value)
+
+
+class RestoreShared(BaseCommand):  # type: ignore[misc]
+    """Put back the drop ACLs of ``neutron_pg_drop`` that someone deleted or edited.
+
+    The shared group belongs to no object, so no fingerprint sees its ACLs; yet without them every port
+    with port security is open. The backend runs this whenever the group or one of its ACLs changes: an
+    expected ACL (same direction, priority, match, action) that is missing is inserted; an ACL of the
+    group that matches none is removed. Nothing happens while the group itself is absent: the next port
+    written recreates it whole."""
+
+    def __init__(self, api: Any, *, replica: Replica) -> None:
+        super().__init__(api)
+        self.replica = replica
+        self.restored = 0
+
+    def run_idl(self, txn: Any) -> None:
+        specs = [s for s in translate.shared_rows() if s.table == "ACL"]
+        with self.replica.lock:
+            group_uuid = self.replica.shared.get(PG_DROP)
+            group = self.api.idl.tables["Port_Group"].rows.get(group_uuid) if group_uuid else None
+            if group is None:
+                return
+            wanted = {_acl_key(s.columns): s for s in specs}
+            for acl in list(group.acls):
+                if _acl_key({c: getattr(acl, c) for c in ("direction", "priority", "match", "action")}) in wanted:
+                    wanted.pop(_acl_key({c: getattr(acl, c) for c in ("direction", "priority", "match", "action")}))
+                else:
+                    group.delvalue("acls", acl)
+                    self.restored += 1
+            for spec in wanted.values():
+                row = txn.insert(self.api.idl.tables["ACL"])
+                for column in translate.MANAGED["ACL"]:
+                    setattr(row, column, spec.columns.get(column))
+                group.addvalue("acls", row)
+                self.restored += 1
+
+
+def _acl_key(columns: Mapping[str, Any]) -> tuple[str, int, str, str]:
+    return (str(columns["direction"]), int(columns["priority"]), str(columns["match"]), str(columns["action"]))

@@ -32,7 +32,7 @@ from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 
 from converge.backends.base import BucketEntry, EndpointHealth, Operation, PortStatus, RootSummary, Traffic
 from converge.backends.ovn import translate
-from converge.backends.ovn.apply import ApplyBatch
+from converge.backends.ovn.apply import ApplyBatch, RestoreShared
 from converge.backends.ovn.replica import MARKER_TABLE, TXN, NbIdl
 from converge.core import canonical
 from converge.core.canonical import ObjectDoc
@@ -84,6 +84,8 @@ class OvnBackend:
         self._connection = ovsdbapp_connection.Connection(self.idl, timeout)
         self._closed = threading.Event()
         self._started = threading.Event()
+        self._guard_shared = threading.Event()  # set on the IDL thread; a thread of its own commits
+        threading.Thread(target=self._guard_shared_rows, name="converge-ovn-shared", daemon=True).start()
         self._starter = threading.Thread(target=self._start, name="converge-ovn-connect", daemon=True)
         self._starter.start()
         self._started.wait(start_timeout)
@@ -118,6 +120,9 @@ class OvnBackend:
             for back in list(self._available):
                 _safely(back)
         self._was_connected = now
+        if self.replica.shared_touched and now:
+            self.replica.shared_touched = False
+            self._guard_shared.set()
         moved = self.replica.take_moved()
         for root in moved:
             for callback in self._drift:
@@ -125,6 +130,26 @@ class OvnBackend:
                     callback(root)
                 except Exception:  # a callback's bug must not stop the replica
                     log.exception("drift callback failed")
+
+    def _guard_shared_rows(self) -> None:
+        """Restore ``neutron_pg_drop``'s drop ACLs whenever the group or one of them changed (RestoreShared).
+        A transaction of its own, from a thread of its own: the IDL thread that noticed cannot wait on it."""
+        while not self._closed.is_set():
+            if not self._guard_shared.wait(1.0):
+                continue
+            self._guard_shared.clear()
+            command = RestoreShared(self._api, replica=self.replica)
+            txn = ovsdbapp_transaction.Transaction(self._api, self._connection, timeout=self.timeout,
+                                                   check_error=True, log_errors=False)
+            txn.add(command)
+            try:
+                txn.commit()
+            except Exception as err:  # NB away or busy: the next change of the group tries again
+                log.info("OVN NB %s: could not check the drop group's ACLs (%s)", self.remote, describe(err))
+                continue
+            if command.restored:
+                log.warning("OVN NB %s: %d drop ACLs of %s were missing or changed; restored", self.remote,
+                            command.restored, "neutron_pg_drop")
 
     # -- Backend: writes -----------------------------------------------------------------------------
     def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation], epoch: int = 0) -> int:

@@ -123,6 +123,7 @@ class Replica:
         self.moved: set[RootId] = set()  # roots whose sum changed with no write of ours in flight
         self.ports_up: list[str] = []  # port ids whose LSP turned up since last taken
         self.generation = 0  # bumped on every refresh (waiters compare it)
+        self.shared_touched = False  # the shared drop group or one of its ACLs changed: check them
 
     # -- notifications (IDL thread) ------------------------------------------------------------------
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
@@ -141,6 +142,10 @@ class Replica:
                     self.shared.pop(row.name, None)
                 else:
                     self.shared[row.name] = row.uuid
+                    if event != "update" or _changed(updates, "acls"):  # not on every member added
+                        self.shared_touched = True
+            if table == "ACL" and any(row.uuid in self.children.get((u, "acls"), ()) for u in self.shared.values()):
+                self.shared_touched = True  # a drop ACL edited (a deleted one also changes its group's acls)
             if table == "Logical_Switch_Port" and not deleted:
                 self._port_up(row, event, updates)
 
@@ -375,6 +380,15 @@ class Replica:
         with self.lock:
             up, self.ports_up = self.ports_up, []
             return up
+
+
+def _changed(updates: Any, column: str) -> bool:
+    """Whether an update notification's old values include ``column`` (it changed)."""
+    try:
+        getattr(updates, column)
+    except AttributeError:
+        return False
+    return True
 
 
 def _uuids(value: Any) -> list[uuid.UUID]:
