@@ -15,19 +15,27 @@ owns backoff and requeue; this module raises TemporaryError / LeaseLost and retu
   ETag read from the store would be the new owner's, which the controller would not refuse.
 - Every batch carries the lease's epoch: a backend that keeps a fence per root refuses (412) a writer
   older than the last one, even when its ``If-Match`` still holds.
+- No batch is sent after ``valid_until`` (the worker's local deadline for a lease it could not renew in
+  time): LeaseLost instead, before the lease can expire and another worker take the root.
+- A parent in one of the ``suspect`` roots (another root found differing on the controller and awaiting
+  its repair) is not counted on: its children wait (blocked) instead of being sent to fail with
+  ``missing_parent`` (e.g. after a wiped controller, a project's ports naming an external network).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection, Engine
 
 from converge.backends.base import Backend, Operation
 from converge.core import canonical
+from converge.core.clock import Clock, SystemClock
 from converge.core.errors import Fenced, LeaseLost, ObjectRejected, PreconditionFailed, TemporaryError
+from converge.core.ids import RootId
 from converge.engine.plan import REFUSED_DELETE, Plan, make_plan, parent_keys
 from converge.engine.repair import repair_root
 from converge.store import leases, sync
@@ -61,17 +69,21 @@ class _Pass:
     repaired: bool = False
     fixed: int = 0
     moved: bool = False  # moved past a fence from before the store's history
+    valid_until: float = math.inf  # local time after which the lease is not written with
+    suspect: frozenset[RootId] = frozenset()  # other roots found differing: their objects may be missing
 
 
 class Reconciler:
     def __init__(self, engine: Engine, backend: Backend, *, batch_size: int = 500,
-                 journal_limit: int = 5000) -> None:
+                 journal_limit: int = 5000, clock: Clock | None = None) -> None:
         self.engine = engine
         self.backend = backend
+        self.clock = clock or SystemClock()
         self.batch_size = batch_size
         self.journal_limit = journal_limit
 
-    def reconcile(self, lease: Lease, *, repair: bool = False) -> Result:
+    def reconcile(self, lease: Lease, *, repair: bool = False, valid_until: float = math.inf,
+                  suspect: frozenset[RootId] = frozenset()) -> Result:
         root = lease.root
         # One connection for every read of the pass (a checkout costs a ping and a rollback).
         with self.engine.connect() as conn:
@@ -82,7 +94,7 @@ class Reconciler:
                 # Taken over: the acknowledged ETag read above is the new owner's, so the controller would
                 # not fence a batch sent with it. Stop before any write.
                 raise LeaseLost(f"lease on root {root} (epoch {lease.epoch}) is no longer held by {lease.owner}")
-            p = _Pass(lease, state.acked, keys, {})
+            p = _Pass(lease, state.acked, keys, {}, valid_until=valid_until, suspect=suspect)
             if keys:
                 self._read_rows(conn, p)
         if repair:
@@ -137,6 +149,17 @@ class Reconciler:
                       repaired=p.repaired, fixed=p.fixed, lease=p.lease if p.moved else None)
 
     @staticmethod
+    def _doubt(p: _Pass) -> None:
+        """Parents held in suspect roots count as absent for this pass (not committed): their children
+        wait for those roots' repairs instead of failing at the controller."""
+        if not p.suspect:
+            return
+        for key, row in p.desired.items():
+            s = p.status.get(key)
+            if row.root != p.lease.root and row.root in p.suspect and s is not None and s.pushed is not None:
+                p.status[key] = dataclasses.replace(s, pushed=None)
+
+    @staticmethod
     def _parent_missing(p: _Pass, parent: Key) -> bool:
         """The controller lacks a parent the store believes it holds: one of another root that drifted
         (e.g. a wiped controller) and is not repaired yet. Its dependents then wait (blocked) instead of
@@ -169,10 +192,12 @@ class Reconciler:
         p.desired = sync.read_desired(conn, p.keys)
         p.desired.update(sync.read_desired(conn, parent_keys(p.desired.values()) - set(p.desired)))
         p.status = sync.read_status(conn, set(p.keys) | set(p.desired))
+        Reconciler._doubt(p)
 
     def _load_status(self, p: _Pass) -> None:
         with self.engine.connect() as conn:
             p.status = sync.read_status(conn, set(p.keys) | set(p.desired))
+        self._doubt(p)
 
     def _repair(self, p: _Pass) -> None:
         result = repair_root(self.engine, self.backend, p.lease)
@@ -202,6 +227,9 @@ class Reconciler:
             else:
                 expected = canonical.add(expected, after)
                 outcome.synced[op.key] = after
+        if self.clock.monotonic() >= p.valid_until:
+            raise LeaseLost(f"lease on root {p.lease.root} (epoch {p.lease.epoch}) was not renewed within "
+                            "renew_deadline: no more writes with it")
         outcome.acked = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk,
                                            epoch=p.lease.epoch)
         self._commit(p, outcome)

@@ -1,16 +1,20 @@
-"""The worker loop: share roots with other workers through leases, drain, sweep, back off.
+"""The worker loop: share roots with other workers through leases, drain, sweep, settle outcomes.
 
-Embeddable (Neutron's ``get_workers()`` will run it) and run standalone by ``converge sync run``. One
-thread; each step:
+Embeddable (Neutron's ``get_workers()`` runs it) and run standalone by ``converge sync run``. The
+scheduling — which root is ready when, backoff, requeue — is the :class:`~converge.engine.queue.RootQueue`'s;
+this loop feeds it and settles each pass's outcome into it. One thread (passes run on a small pool);
+each step:
 
-1. every ``lease.renew_every`` s: heartbeat, renew its leases, re-read the live workers, give back roots
-   that rendezvous hashing now assigns to another worker;
+1. maintenance, every ``lease.renew_every`` s and at the moment another worker's lease expires:
+   heartbeat, renew its leases (valid for writing until ``renew_deadline`` after the renewal began),
+   re-read the live workers, give back roots rendezvous hashing now assigns to another worker, take the
+   free or expired roots it assigns to this one; between maintenances, every ``membership_interval`` s,
+   a look at who is alive (a worker that stopped cleanly is gone at once);
 2. poll the journal for roots with work (cheap when idle: one indexed statement on an empty journal, on a
-   connection kept for it), plus roots due again (backoff, blocked objects) and roots that need repair;
-   lease those this worker should own;
-3. reconcile each held root that is due;
+   connection kept for it) and queue the held ones (leasing those this worker should own);
+3. reconcile the ready roots of the queue, ``concurrency`` at a time, renewing leases on time meanwhile;
 4. every ``sweep_interval`` s: compare every root's ETag with the acknowledged one (one paged call) and
-   repair the roots that differ.
+   repair the roots that differ; parents in roots that differ are not pushed to (their children wait).
 
 A backend that sees changes made behind the engine's back (``Backend.on_drift``) reports the root from
 its own thread; the next step compares that root's ETag with the acknowledged one and repairs it at once,
@@ -23,11 +27,13 @@ Between steps with nothing to do it waits ``poll_interval`` or until :meth:`Work
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -37,6 +43,7 @@ from converge.core.errors import ConvergeError, LeaseLost, RaceLost, TemporaryEr
 from converge.core.ids import RootId, WorkerId
 from converge.engine.backoff import Backoff
 from converge.engine.membership import owner
+from converge.engine.queue import RootQueue
 from converge.engine.reconciler import Reconciler, Result
 from converge.store import db, leases, sync
 from converge.store.leases import Lease, LeaseTiming
@@ -55,6 +62,12 @@ class WorkerConfig:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     concurrency: int = 4  # roots reconciled at once: overlaps one root's HTTP wait with another's work
+    membership_interval: float = 0.5  # how often to look who is alive between maintenances
+
+# After another worker's lease expires, look this long later (the database's clock and ours differ by
+# the statement's latency).
+_EXPIRY_MARGIN = 0.05
+
 
 
 class Worker:
@@ -62,22 +75,25 @@ class Worker:
                  worker_id: WorkerId | None = None, clock: Clock | None = None,
                  backoff: Backoff | None = None) -> None:
         self.engine = engine
+        db.bound_waits(engine)
         self.backend = backend
         self.config = config or WorkerConfig()
         self.id = worker_id or leases.new_worker_id()
         self.clock = clock or SystemClock()
         self.backoff = backoff or Backoff(self.config.backoff_base, self.config.backoff_cap)
+        self.queue = RootQueue(self.clock, self.backoff)
         self.reconciler = Reconciler(engine, backend, batch_size=self.config.batch_size,
-                                     journal_limit=self.config.journal_limit)
+                                     journal_limit=self.config.journal_limit, clock=self.clock)
         self.held: dict[RootId, Lease] = {}
-        self.due: dict[RootId, float] = {}  # backoff and "more": reconcile not before this time
-        self.recheck: dict[RootId, float] = {}  # roots with blocked objects: look again at this time
+        self.valid_until: dict[RootId, float] = {}  # local time after which a held lease is not written with
+        self.blocked: set[RootId] = set()  # roots whose last pass left objects waiting for parents
         self.stalled: set[RootId] = set()  # blocked roots whose last look changed nothing
-        self._parents_moved = False
         self.needs_repair: set[RootId] = set()
-        self.failures: dict[RootId, int] = {}
+        self.suspect: set[RootId] = set()  # roots (any worker's) the last sweep found differing
+        self._parents_moved = False
         self.live: list[WorkerId] = [self.id]
-        self._last_maintain = float("-inf")
+        self._next_maintain = float("-inf")
+        self._next_membership = float("-inf")
         self._last_sweep = float("-inf")
         self._last_try: dict[RootId, float] = {}
         self._started = time.time()
@@ -92,6 +108,11 @@ class Worker:
         self._back = threading.Event()  # the controller answers again: retry roots waiting out a backoff
         backend.on_drift(self._drift_seen)
         backend.on_available(self._controller_back)
+
+    @property
+    def failures(self) -> dict[RootId, int]:
+        """Roots whose last passes failed, with how many in a row."""
+        return self.queue.failing()
 
     # -- control -------------------------------------------------------------------------------------
     def nudge(self) -> None:
@@ -114,23 +135,13 @@ class Worker:
         self._back.set()
         self._wake.set()
 
-    def _retry_now(self, now: float) -> None:
-        """Roots backing off because the controller was away are due at once: their delay grew while it
-        was away (up to the cap), and would leave the work waiting long after it came back."""
-        self._back.clear()
-        waiting = [r for r in self.due if self.failures.get(r)]
-        for root in waiting:
-            self.due[root] = now
-        if waiting:
-            log.info("worker %s: the controller answers again; %d roots retry now", self.id, len(waiting))
-
     def run(self) -> None:
         log.info("worker %s starting", self.id)
         try:
             while not self._stop.is_set():
                 try:
                     worked = self.step()
-                    pause = self.config.poll_interval
+                    pause = self._pause()
                 except Exception as err:  # the database (or a bug) failed a whole step: never end the loop
                     log.warning("worker %s: step failed: %s", self.id, err, exc_info=not isinstance(err, ConvergeError))
                     worked, pause = False, self.backoff.delay(3)
@@ -139,6 +150,13 @@ class Worker:
                     self._wake.clear()
         finally:
             self.shutdown()
+
+    def _pause(self) -> float:
+        """How long an idle loop may wait: the poll interval, or less if maintenance or a root is due."""
+        now = self.clock.monotonic()
+        pause = min(self.config.poll_interval, max(0.0, self._next_maintain - now))
+        ready = self.queue.next_ready()
+        return pause if ready is None else min(pause, ready)
 
     def run_until_idle(self, timeout: float) -> bool:
         """Step until the journal is drained and nothing is due (blocked objects aside); False on timeout."""
@@ -154,10 +172,9 @@ class Worker:
     def idle(self) -> bool:
         with self.engine.connect() as conn:
             pending = sync.pending_roots(conn, limit=1)
-        waiting = set(self.recheck) - self.stalled
         with self._drifted_lock:
             drifted = bool(self._drifted)
-        return not pending and not self.due and not self.needs_repair and not waiting and not drifted
+        return not pending and not drifted and not self.needs_repair and self.queue.queued() <= self.stalled
 
     def shutdown(self) -> None:
         self._drop_poll_connection(failed=False)
@@ -169,76 +186,87 @@ class Worker:
                 leases.retire(conn, self.id)
         except Exception:  # the DB may be the reason we stop; leases then expire on their own
             log.warning("worker %s could not release its leases; they will expire", self.id)
+        else:
+            if self.held:
+                log.info("worker %s stopped and released %d roots", self.id, len(self.held))
         self.held.clear()
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self) -> bool:
         now = self.clock.monotonic()
         try:
-            if now - self._last_maintain >= self.config.lease.renew_every:
+            if now >= self._next_maintain:
                 self._maintain(now)
+            elif now >= self._next_membership:
+                self._check_membership(now)
             pending = self._poll()
             self._check_drift()
             if self._back.is_set():
-                self._retry_now(now)
+                self._retry_now()
         except ConvergeError as err:
             log.warning("worker %s: database: %s", self.id, err)
             return False
-        wanted = set(pending) | {r for r, t in self.due.items() if t <= now} | self.needs_repair
+        self._acquire([r for r in dict.fromkeys([*pending, *self.needs_repair])
+                       if r not in self.held and owner(r, self.live) == self.id], now)
+        for i, root in enumerate(pending):  # oldest change first; the rest after
+            if root in self.held:
+                self.queue.add(root, priority=i)
+        for root in self.needs_repair & self.held.keys():
+            self.queue.add(root)
         if self._parents_moved:
             self._parents_moved = False
-            wanted |= set(self.recheck)
+            for root in self.blocked & self.held.keys():
+                self.queue.add(root)
             self.stalled.clear()
-        else:
-            wanted |= {r for r, t in self.recheck.items() if t <= now}
-        self._acquire([r for r in wanted if owner(r, self.live) == self.id], now)
-        worked = False
-        order = {root: i for i, root in enumerate(pending)}  # oldest change first; the rest after
-        todo = sorted((r for r in wanted if r in self.held and self.due.get(r, 0.0) <= now),
-                      key=lambda r: (order.get(r, len(order)), r))
-        if self._pool is None:
-            for root in todo:
-                self._keep_leases()
-                if root in self.held:
-                    worked |= self._settle(root, self._attempt(root))
-        else:
-            # Keep `concurrency` roots in flight; bookkeeping stays on this thread.
-            queue = iter(todo)
-            running: dict[Future[Result | BaseException], RootId] = {}
-            while True:
-                for root in queue:
-                    if root in self.held:
-                        running[self._pool.submit(self._attempt, root)] = root
-                    if len(running) >= self.config.concurrency:
-                        break
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    worked |= self._settle(running.pop(fut), fut.result())
-                self._keep_leases()
+        worked = self._run(self.queue.get())
         if now - self._last_sweep >= self.config.sweep_interval:
             self._last_sweep = now
             self._sweep()
         return worked
 
-    def _poll(self) -> list[RootId]:
-        """Roots with journal rows: the query an idle worker repeats every ``poll_interval``.
+    def _run(self, todo: list[RootId]) -> bool:
+        """Reconcile ``todo`` (roots the queue handed out), ``concurrency`` at a time; settle each."""
+        worked = False
+        if self._pool is None:
+            for root in todo:
+                self._keep_leases()
+                worked |= self._settle(root, self._attempt(root))
+            return worked
+        queue = iter(todo)
+        running: dict[Future[Result | BaseException], RootId] = {}
+        while True:
+            for root in queue:
+                running[self._pool.submit(self._attempt, root)] = root
+                if len(running) >= self.config.concurrency:
+                    break
+            if not running:
+                return worked
+            # Wake for maintenance too: leases are renewed on time however long a pass takes.
+            timeout = max(0.0, self._next_maintain - self.clock.monotonic())
+            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            for fut in done:
+                worked |= self._settle(running.pop(fut), fut.result())
+            self._keep_leases()
 
-        It runs on a connection of its own, kept between polls in autocommit mode, so an idle poll is one
-        statement: a pool checkout would add a ping and a rollback to each. A kept connection that fails
-        (the database restarted, say) is dropped and the poll tried once more on a fresh one."""
+    def _poll(self) -> list[RootId]:
+        """Roots with journal rows: the query an idle worker repeats every ``poll_interval``."""
+        return self._on_poll_connection(sync.pending_roots)
+
+    def _on_poll_connection(self, query: Callable[[Connection], list[_T]]) -> list[_T]:
+        """Run a read on a connection of its own, kept between polls in autocommit mode, so an idle poll is
+        one statement: a pool checkout would add a ping and a rollback to each. A kept connection that
+        fails (the database restarted, say) is dropped and the read tried once more on a fresh one."""
         kept = self._poll_conn is not None
         try:
             with db.translated():
                 if self._poll_conn is None:
                     self._poll_conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                return sync.pending_roots(self._poll_conn)
+                return query(self._poll_conn)
         except Exception:
             self._drop_poll_connection(failed=True)
             if not kept:
                 raise
-        return self._poll()
+        return self._on_poll_connection(query)
 
     def _drop_poll_connection(self, *, failed: bool) -> None:
         conn, self._poll_conn = self._poll_conn, None
@@ -251,66 +279,113 @@ class Worker:
         except Exception:  # closing what already failed: nothing left to do
             log.debug("worker %s: closing the poll connection failed", self.id, exc_info=True)
 
+    # -- leases --------------------------------------------------------------------------------------
     def _keep_leases(self) -> None:
-        """Renew on time even inside a long step."""
-        if self.clock.monotonic() - self._last_maintain >= self.config.lease.renew_every:
-            self._maintain(self.clock.monotonic())
+        """Renew on time even inside a long step; a database that fails it is logged, not raised: the
+        passes still running must be settled, and past ``renew_deadline`` they stop writing anyway."""
+        now = self.clock.monotonic()
+        if now < self._next_maintain:
+            return
+        try:
+            self._maintain(now)
+        except ConvergeError as err:
+            log.warning("worker %s: could not renew leases: %s", self.id, err)
+            self._next_maintain = now + min(1.0, self.config.lease.renew_every)
+
+    def _check_membership(self, now: float) -> None:
+        """Between maintenances: if a worker joined or left (a clean stop deletes its heartbeat), maintain
+        now, so its roots move at once rather than at the next renewal."""
+        self._next_membership = now + self.config.membership_interval
+        within = self.config.lease.duration
+        live = self._on_poll_connection(lambda conn: leases.live_workers(conn, within=within))
+        if sorted({*live, self.id}) != self.live:
+            self._maintain(now)
 
     def _maintain(self, now: float) -> None:
         timing = self.config.lease
+        began = self.clock.monotonic()  # before the renewal: the lease counts from no earlier than this
         with db.translated(), self.engine.begin() as conn:
             leases.heartbeat(conn, self.id, self._started)
             still = leases.renew_all(conn, self.id, timing.duration)
-            self.live = leases.live_workers(conn, within=timing.duration) or [self.id]
+            live = leases.live_workers(conn, within=timing.duration)
+            holdings = leases.overview(conn)
             requested = sync.repair_requests(conn)
             blocked = sync.blocked_roots(conn)
-        if self.id not in self.live:
-            self.live = sorted([*self.live, self.id])
+        self.live = sorted({*live, self.id})
+        self._next_membership = now + self.config.membership_interval
         for root in list(self.held):
             if root not in still or still[root] != self.held[root].epoch:
                 log.warning("worker %s lost the lease on root %s", self.id, root)
                 self._forget(root)
             elif owner(root, self.live) != self.id:
-                with self.engine.begin() as conn:
+                with db.translated(), self.engine.begin() as conn:
                     leases.release(conn, self.held[root])
                 log.info("worker %s hands root %s over", self.id, root)
                 self._forget(root)
+            else:
+                self.valid_until[root] = began + timing.renew_deadline
+        # Take every root rendezvous hashing gives this worker that is free or whose lease expired (a dead
+        # worker's), work or not; and look again the moment the next lease held by another worker expires.
+        free = [h.root for h in holdings if h.root not in self.held and owner(h.root, self.live) == self.id
+                and (h.owner is None or h.owner == self.id or h.expires_in is None or h.expires_in <= 0)]
+        if free:
+            self._take(free, began)
+        expiring = [h.expires_in for h in holdings
+                    if h.owner not in (None, self.id) and h.expires_in is not None and h.expires_in > 0]
+        self._next_maintain = now + timing.renew_every
+        if expiring:
+            self._next_maintain = min(self._next_maintain, now + min(expiring) + _EXPIRY_MARGIN)
         for root in requested:
-            if root in self.held or owner(root, self.live) == self.id:
+            if root in self.held:
                 self.needs_repair.add(root)
         for root in blocked:  # e.g. left blocked by a worker that stopped: look at them again
-            if root in self.held or owner(root, self.live) == self.id:
-                self.recheck.setdefault(root, now)
-        self._last_maintain = now
+            if root in self.held and root not in self.blocked:
+                self.blocked.add(root)
+                self.queue.add(root)
 
     def _forget(self, root: RootId) -> None:
         self.held.pop(root, None)
-        self.due.pop(root, None)
-        self.recheck.pop(root, None)
+        self.valid_until.pop(root, None)
+        self.queue.discard(root)
+        self.blocked.discard(root)
         self.stalled.discard(root)
         self.needs_repair.discard(root)
 
     def _acquire(self, roots: list[RootId], now: float) -> None:
-        todo = [r for r in roots if r not in self.held
-                and now - self._last_try.get(r, float("-inf")) >= self.config.lease.retry_period]
+        """Lease roots this worker wants now (work for them arrived), at most every ``retry_period``."""
+        todo = [r for r in roots if now - self._last_try.get(r, float("-inf")) >= self.config.lease.retry_period]
         if not todo:
             return
+        for root in todo:
+            self._last_try[root] = now
         try:
             with db.translated(), self.engine.begin() as conn:
                 leases.ensure_roots(conn, todo)
-            for root in todo:
-                self._last_try[root] = now
-                with db.translated(), self.engine.begin() as conn:
-                    lease = leases.acquire(conn, root, self.id, self.config.lease.duration)
-                    delay = sync.root_delay(conn, root) if lease else 0.0
-                if lease:
-                    self.held[root] = lease
-                    self._last_try.pop(root, None)
-                    if delay > 0:
-                        self.due[root] = now + delay
+        except ConvergeError as err:
+            log.info("worker %s: cannot make root rows now: %s", self.id, err)
+            return
+        self._take(todo, self.clock.monotonic())
+
+    def _take(self, roots: list[RootId], began: float) -> None:
+        """Lease ``roots`` in one transaction (rows another transaction holds are skipped, not waited
+        for); a root with a backoff its last holder persisted waits it out here too."""
+        try:
+            with db.translated(), self.engine.begin() as conn:
+                taken = leases.acquire_many(conn, roots, self.id, self.config.lease.duration)
+                delays = {r: sync.root_delay(conn, r) for r in taken}
         except (RaceLost, ConvergeError) as err:
             log.info("worker %s: lease race: %s", self.id, err)
+            return
+        for root, lease in taken.items():
+            self.held[root] = lease
+            self.valid_until[root] = began + self.config.lease.renew_deadline
+            self._last_try.pop(root, None)
+            if delays[root] > 0:
+                self.queue.add_rate_limited(root, delays[root])
+        if len(taken) > 1:
+            log.info("worker %s took %d roots", self.id, len(taken))
 
+    # -- passes --------------------------------------------------------------------------------------
     def _attempt(self, root: RootId) -> Result | BaseException:
         """Reconcile one root (runs on a pool thread); errors are returned, not raised."""
         lease = self.held.get(root)
@@ -318,15 +393,19 @@ class Worker:
             return LeaseLost(f"root {root} was given up before its pass started")
         try:
             with db.translated():  # deadlocks and certification failures become RaceLost
-                return self.reconciler.reconcile(lease, repair=root in self.needs_repair)
+                return self.reconciler.reconcile(lease, repair=root in self.needs_repair,
+                                                 valid_until=self.valid_until.get(root, math.inf),
+                                                 suspect=frozenset(self.suspect - {root}))
         except Exception as err:
             return err
 
     def _settle(self, root: RootId, outcome: Result | BaseException) -> bool:
+        """Turn a pass's outcome into queue calls: synced (forget failures), more (again now), blocked
+        (again after ``blocked_retry``), lease lost (drop), race lost or temporary (rate limited), failed."""
+        self.queue.done(root)
         lease = self.held.get(root)
         if lease is None:  # given up while the pass ran (lost, or handed over): its writes were fenced
             return False
-        now = self.clock.monotonic()
         if isinstance(outcome, LeaseLost):
             log.warning("%s", outcome)
             self._forget(root)
@@ -344,20 +423,22 @@ class Worker:
         result = outcome
         if result.lease is not None:  # the pass moved the lease's epoch past an older store's fence
             self.held[root] = result.lease
-        self.needs_repair.discard(root)
-        self.failures.pop(root, None)
-        self.due.pop(root, None)
+        if result.repaired:
+            self.needs_repair.discard(root)
+            self.suspect.discard(root)
+        self.queue.forget(root)
         if result.more:
-            self.due[root] = now
+            self.queue.add(root)
         progressed = result.pushed > 0 or result.more or result.repaired
         if result.blocked:
-            self.recheck[root] = now + self.config.blocked_retry
+            self.blocked.add(root)
+            self.queue.add_after(root, self.config.blocked_retry)
             if progressed:
                 self.stalled.discard(root)
             else:
                 self.stalled.add(root)
         else:
-            self.recheck.pop(root, None)
+            self.blocked.discard(root)
             self.stalled.discard(root)
         if result.pushed:
             self._parents_moved = True  # what this root synced may be what another root's objects wait for
@@ -366,10 +447,8 @@ class Worker:
         return progressed
 
     def _failed(self, root: RootId, lease: Lease, delay: float | None, message: str) -> None:
-        n = self.failures.get(root, 0) + 1
-        self.failures[root] = n
-        wait = delay if delay is not None else self.backoff.delay(n)
-        self.due[root] = self.clock.monotonic() + wait
+        wait = self.queue.add_rate_limited(root, delay)
+        n = self.queue.failures(root)
         log.warning("root %s: attempt %d failed (%s); retry in %.1fs", root, n, message, wait)
         try:
             with db.translated(), self.engine.begin() as conn:
@@ -379,6 +458,15 @@ class Worker:
         except ConvergeError as err:
             log.warning("root %s: could not record the failure: %s", root, err)
 
+    def _retry_now(self) -> None:
+        """Roots backing off because the controller was away are due at once: their delay grew while it
+        was away (up to the cap), and would leave the work waiting long after it came back."""
+        self._back.clear()
+        waiting = self.queue.retry_now()
+        if waiting:
+            log.info("worker %s: the controller answers again; %d roots retry now", self.id, len(waiting))
+
+    # -- drift ---------------------------------------------------------------------------------------
     def _check_drift(self) -> None:
         """Roots the backend reported changed: those this worker holds whose ETag differs from the
         acknowledged one need repair. Runs between passes, so none of them is being reconciled."""
@@ -404,21 +492,34 @@ class Worker:
                 self.needs_repair.add(root)
 
     def _sweep(self) -> None:
-        """Compare every held root's acknowledged ETag with the controller's; mark differing ones for repair."""
+        """Compare every root's acknowledged ETag with the controller's; mark this worker's differing roots
+        for repair, and remember every differing root (any worker's) as suspect: a parent there may be
+        missing, so children naming it wait for its repair instead of being sent to fail.
+
+        The store is read before and after the controller: a root whose acknowledged ETag moved meanwhile
+        was being written, not drifting."""
         try:
+            with db.translated(), self.engine.connect() as conn:
+                before = sync.all_acked(conn)
             remote = {s.root: s.etag for s in self.backend.roots()}
+            with db.translated(), self.engine.connect() as conn:
+                local = sync.all_acked(conn)
         except ConvergeError as err:
             log.info("sweep skipped: %s", err)
             return
-        with self.engine.connect() as conn:
-            local = sync.all_acked(conn)
         unknown = [r for r in remote if r not in local]
         if unknown:
             log.warning("controller holds %d roots unknown to the store; they will be emptied", len(unknown))
-            with self.engine.begin() as conn:
+            with db.translated(), self.engine.begin() as conn:
                 leases.ensure_roots(conn, unknown)
-        for root in set(remote) | set(local):
+        differing = {r for r in set(remote) | set(local)
+                     if remote.get(r, 0) != local.get(r, 0) and before.get(r) == local.get(r)}
+        self.suspect = differing
+        for root in sorted(differing):
             mine = root in self.held or owner(root, self.live) == self.id
-            if mine and remote.get(root, 0) != local.get(root, 0) and root not in self.needs_repair:
+            if mine and root not in self.needs_repair:
                 log.warning("sweep: root %s differs on the controller; repairing", root)
                 self.needs_repair.add(root)
+
+
+_T = TypeVar("_T")

@@ -9,6 +9,8 @@ certification failure as a deadlock (1213): both mean "another writer won", i.e.
 from __future__ import annotations
 
 import contextlib
+import logging
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +21,9 @@ from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import Double
 
 from converge.core.errors import ConfigurationError, DatabaseUnavailable, RaceLost
+
+log = logging.getLogger(__name__)
+_bounded: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines bound_waits() already set up
 
 # MySQL error codes that mean a concurrent writer won: deadlock, lock wait timeout, Galera conflicts.
 _RACE_CODES = {1213, 1205, 1047, 1180, 4031}
@@ -62,6 +67,34 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         raise ConfigurationError(f"bad database URL: {err}") from None
     except ImportError as err:  # a dialect whose driver is not installed
         raise ConfigurationError(f"bad database URL: its driver is not installed ({err})") from None
+
+
+def bound_waits(engine: Engine, *, lock_wait: int = 5, idle_write: int = 5) -> None:
+    """Sessions of a sync worker on MySQL/MariaDB never wait long on another holder's rows, and never
+    keep rows locked long when their own process stops talking (docs/design/scale-out.md).
+
+    ``innodb_lock_wait_timeout``: a wait longer than ``lock_wait`` seconds is a hostage, not contention
+    (every transaction of the sync side is a few statements): it becomes a lost race for that root.
+    ``idle_write_transaction_timeout`` (MariaDB): the server rolls back a write transaction whose client
+    has been silent for ``idle_write`` seconds — a process paused (SIGSTOP, a VM stall) between two
+    statements — and frees its rows. Only for connections opened after the call; SQLite is left alone."""
+    if engine.dialect.name not in ("mysql", "mariadb") or engine in _bounded:
+        return
+    _bounded.add(engine)
+
+    def limit(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait)}")
+            try:
+                cur.execute(f"SET SESSION idle_write_transaction_timeout = {int(idle_write)}")
+            except Exception:  # MySQL has no such variable: the lock wait bound still holds
+                log.debug("this server has no idle_write_transaction_timeout", exc_info=True)
+        finally:
+            cur.close()
+
+    event.listen(engine, "connect", limit)
+    engine.dispose()  # connections already pooled were opened without the limits
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -3,14 +3,18 @@
 A lease is the row ``converge_roots(root)`` with ``owner``, ``epoch`` and ``expires_at`` (the database's
 clock). Every change to it is one guarded ``UPDATE … WHERE``; nothing is ever locked across a network
 call. Durations (see :class:`LeaseTiming`): a lease lasts ``duration`` seconds from its last renewal; its
-holder renews every ``renew_every`` seconds and treats it as lost if a renewal has not succeeded within
-``renew_deadline``; a free root is retried every ``retry_period``.
+holder renews every ``renew_every`` seconds and stops writing if a renewal has not succeeded within
+``renew_deadline`` (engine/worker.py); a free root is retried every ``retry_period``.
 
 What it guarantees: at most one worker can *write* for a root at a time, because every write of the holder
 (see :func:`guard`) is conditional on owner, epoch and ``expires_at > now`` in the same transaction, and
-the controller's If-Match refuses a stale writer's batch. What it does not: that a worker notices at once
-that it lost a lease (a paused process learns it when it wakes), or a fair split while workers disagree
-about who is alive (rendezvous hashing converges once heartbeats agree).
+the controller refuses a stale writer's batch (If-Match, and the epoch fence). What it does not: that a
+worker notices at once that it lost a lease (a paused process learns it when it wakes).
+
+Nobody waits on another holder's rows (docs/design/scale-out.md): :func:`acquire_many` skips rows another
+transaction has locked (``FOR UPDATE SKIP LOCKED``) instead of waiting for them — a holder paused inside
+a transaction would otherwise hold every worker that wants its roots — and :func:`ensure_roots` inserts
+only the rows it did not find.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from converge.core.errors import LeaseLost
 from converge.core.ids import RootId, WorkerId
 from converge.store.db import db_now, insert_missing
 from converge.store.schema import ZERO_HEX, roots, workers
+
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -44,21 +51,57 @@ class Lease:
 
 
 def ensure_roots(conn: Connection, names: list[RootId]) -> None:
+    """Make the rows of roots never seen. Reads first (a plain read waits on no lock): an ``INSERT
+    IGNORE`` of an existing row would wait for a lock another transaction holds on it."""
+    known: set[str] = set()
+    for i in range(0, len(names), _CHUNK):
+        chunk = list(names[i:i + _CHUNK])
+        known.update(r.root for r in conn.execute(select(roots.c.root).where(roots.c.root.in_(chunk))))
     insert_missing(conn, roots, [{"root": r, "acked": ZERO_HEX, "epoch": 0, "next_attempt_at": 0.0,
-                                  "failures": 0} for r in names])
+                                  "failures": 0} for r in dict.fromkeys(names) if r not in known])
+
+
+def _free(owner: WorkerId) -> ColumnElement[bool]:
+    return or_(roots.c.owner.is_(None), roots.c.expires_at < db_now(), roots.c.owner == owner)
+
+
+def acquire_many(conn: Connection, names: list[RootId], owner: WorkerId, duration: float) -> dict[RootId, Lease]:
+    """Take every root of ``names`` that is free, expired or already ours, skipping rows another
+    transaction holds locked; each taken root's epoch is bumped so its old holders are fenced."""
+    taken: dict[RootId, Lease] = {}
+    for i in range(0, len(names), _CHUNK):
+        chunk = sorted(set(names[i:i + _CHUNK]))  # one lock order for every worker
+        free = select(roots.c.root).where(roots.c.root.in_(chunk), _free(owner))
+        if conn.dialect.name != "sqlite":  # SQLite has one writer at a time and no row locks
+            free = free.with_for_update(skip_locked=True)
+        mine = [r.root for r in conn.execute(free)]
+        if not mine:
+            continue
+        conn.execute(update(roots).where(roots.c.root.in_(mine), _free(owner))
+                     .values(owner=owner, epoch=roots.c.epoch + 1, expires_at=db_now() + duration))
+        for r in conn.execute(select(roots.c.root, roots.c.epoch)
+                              .where(roots.c.root.in_(mine), roots.c.owner == owner)):
+            taken[RootId(r.root)] = Lease(RootId(r.root), owner, int(r.epoch))
+    return taken
 
 
 def acquire(conn: Connection, root: RootId, owner: WorkerId, duration: float) -> Lease | None:
-    """Take the root if it is free or its lease expired; the epoch is bumped so old holders are fenced."""
-    res = conn.execute(
-        update(roots)
-        .where(roots.c.root == root,
-               or_(roots.c.owner.is_(None), roots.c.expires_at < db_now(), roots.c.owner == owner))
-        .values(owner=owner, epoch=roots.c.epoch + 1, expires_at=db_now() + duration))
-    if res.rowcount != 1:
-        return None
-    epoch = conn.execute(select(roots.c.epoch).where(roots.c.root == root, roots.c.owner == owner)).scalar()
-    return None if epoch is None else Lease(root, owner, int(epoch))
+    """Take one root (see :func:`acquire_many`); None if it is held by another worker or locked."""
+    return acquire_many(conn, [root], owner, duration).get(root)
+
+
+@dataclass(frozen=True)
+class Holding:
+    root: RootId
+    owner: WorkerId | None
+    expires_in: float | None  # seconds from now on the database's clock; negative: expired
+
+
+def overview(conn: Connection) -> list[Holding]:
+    """Every root with its holder and when its lease ends: what maintenance plans takeovers with."""
+    rows = conn.execute(select(roots.c.root, roots.c.owner, roots.c.expires_at - db_now()))
+    return [Holding(RootId(r[0]), None if r[1] is None else WorkerId(r[1]),
+                    None if r[2] is None else float(r[2])) for r in rows]
 
 
 def renew_all(conn: Connection, owner: WorkerId, duration: float) -> dict[RootId, int]:
