@@ -13,6 +13,7 @@ from converge.core.errors import LeaseLost, PreconditionFailed
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
 from converge.engine.reconciler import Reconciler
+from converge.testing.clock import FakeClock
 from converge.testing.memory import MemoryBackend
 
 P1 = "project-1"
@@ -198,3 +199,33 @@ def test_a_fence_from_before_the_stores_history_is_moved_past_by_the_stores_hold
     Reconciler(engine, backend).reconcile(result.lease)
     assert desired_docs(engine, P1)[("network", "n1")].attributes["name"] == "green"
     assert_in_step(engine, backend, P1)
+
+
+def test_no_batch_is_sent_past_the_leases_renew_deadline(engine, backend):
+    clock = FakeClock()
+    reconciler = Reconciler(engine, backend, clock=clock)
+    record(engine, *topology())
+    lease = take(engine, P1)
+    with pytest.raises(LeaseLost, match="renew_deadline"):
+        reconciler.reconcile(lease, valid_until=clock.monotonic())
+    assert backend.batches == [] and journal_keys(engine), "sent, or drained, with a lease past its deadline"
+    reconciler.reconcile(lease, valid_until=clock.monotonic() + 1.0)
+    assert_in_step(engine, backend, P1)
+
+
+def test_children_of_a_parent_in_a_suspect_root_wait_and_no_batch_must_fail(engine, backend):
+    """After a wiped controller, a project's subnet naming another root's network is not sent before that
+    root is repaired: it waits (blocked), and the controller never refuses a batch for a missing parent."""
+    reconciler = Reconciler(engine, backend)
+    record(engine, change(P1, "network", "shared", name="shared"))
+    reconciler.reconcile(take(engine, P1))
+    backend.drift(P1, "network", "shared", None)  # wiped; the sweep marks P1 suspect
+    record(engine, change(P2, "subnet", "s2", network_id="shared", cidr="10.0.0.0/24"))
+    result = reconciler.reconcile(take(engine, P2), suspect=frozenset({RootId(P1)}))
+    assert result.blocked == 1 and states(engine)[("subnet", "s2")][0] == "blocked"
+    assert [b for b in backend.batches if b.root == P2] == [], "a batch was sent that had to fail"
+    reconciler.reconcile(take(engine, P1), repair=True)
+    reconciler.reconcile(take(engine, P2))
+    assert_in_step(engine, backend, P1)
+    assert_in_step(engine, backend, P2)
+    assert len([b for b in backend.batches if b.root == P2]) == 1, "the subnet took more than one batch"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 from typing import Any
+
+from sqlalchemy.engine import Engine
 
 from converge.cli import output
 from converge.cli.context import COMMON, Settings
@@ -14,6 +18,7 @@ from converge.core.ids import RootId
 from converge.engine.worker import Worker, WorkerConfig
 from converge.store import leases, operator, report
 from converge.store.leases import LeaseTiming
+from converge.store.report import WorkerReport
 
 
 def add_parsers(sub: Any) -> None:
@@ -66,6 +71,13 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = cfg.engine()
+    if engine.dialect.name == "sqlite":
+        other = _other_sqlite_worker(engine, args.lease_duration)
+        if other is not None:
+            return output.fail(
+                f"another sync worker ({other.worker}, pid {other.pid} on {other.host}, heartbeat "
+                f"{other.heartbeat_age:.0f} s ago) runs on this SQLite store; SQLite supports one sync worker "
+                "(one paused writer would hold every other one): stop it, or use MariaDB for several")
     worker_id = leases.new_worker_id()
     backend = cfg.backend(writer=worker_id)  # the controller's audit log names each worker
     worker = Worker(engine, backend, worker_config(args), worker_id=worker_id)
@@ -82,6 +94,28 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()
     return 0
+
+
+def _other_sqlite_worker(engine: Engine, within: float) -> WorkerReport | None:
+    """A live sync worker registered in this SQLite store (a dead one on this host does not count)."""
+    with engine.connect() as conn:
+        found = [w for w in report.workers_report(conn) if w.heartbeat_age < within]
+    here = socket.gethostname()[:255]
+    for w in found:
+        if w.host == here and not _alive(w.pid):
+            continue
+        return w
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
