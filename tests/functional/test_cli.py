@@ -2,6 +2,8 @@
 real controller. Every test also checks that neither controller token ever appears in any output."""
 
 import json
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,11 @@ from engine_support import (
     record,
     run_cli,
 )
+from sqlalchemy import update
 
+from converge.core.ids import WorkerId
+from converge.store import leases
+from converge.store.schema import workers
 from converge.testing.mariadb import free_port
 
 
@@ -208,3 +214,25 @@ def test_a_standalone_agent_takes_its_settings_from_neutron_config_files(cli, fa
     assert_converged(engine, fabric)
     status = as_json(cli("status", "--json", *agent, env=cli_env(), db=False))
     assert status["settings"]["token"] == "(config file)" and status["controllers"][0]["url"] == fabric.url
+
+
+def test_sync_run_refuses_a_second_live_worker_on_one_sqlite_store(cli, fabric, engine):
+    """SQLite has one write lock: a paused worker would hold every other writer. One sync worker per file;
+    a worker that died on this host (its PID gone) does not count."""
+    with engine.begin() as conn:
+        leases.heartbeat(conn, WorkerId("alive-elsewhere"))
+        conn.execute(update(workers).where(workers.c.worker == "alive-elsewhere").values(host="other-host", pid=4242))
+    refused = cli("sync", "run", "--until-idle", "--timeout", "10")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "another sync worker (alive-elsewhere, pid 4242 on other-host" in refused.stderr
+    assert "use MariaDB" in refused.stderr
+    with engine.begin() as conn:  # the same worker, now a dead process of this host
+        conn.execute(update(workers).where(workers.c.worker == "alive-elsewhere")
+                     .values(host=socket.gethostname()[:255], pid=dead_pid()))
+    assert cli("sync", "run", "--until-idle", "--timeout", "60").returncode == 0
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
