@@ -10,8 +10,8 @@ Who calls it: ``python -m converge.fabric`` (see :mod:`converge.fabric.serve`), 
 ``converge.core`` from the project, so it can be shipped and read on its own.
 
 Modules, bottom up: ``errors`` (the error codes), ``operations`` (batch bodies into values), ``validate``
-(per-kind checks), ``index`` (in-memory objects, references and sums with an undo log), ``schema`` and
-``audit`` (SQLite), ``state`` (the store and its batches), ``queries`` (reads), ``drift`` (injected state
-loss), ``events`` and ``ports`` (SSE and port status), ``httpio``, ``api``, ``faults``, ``metrics`` and
-``app`` (HTTP), ``serve`` (the process).
+(per-kind checks), ``index`` (in-memory objects, references and sums with an undo log), ``schema``,
+``audit`` and ``fence`` (SQLite: the write log, lease-epoch fences), ``state`` (the store and its
+batches), ``queries`` (reads), ``drift`` (injected state loss), ``events`` and ``ports`` (SSE and port
+status), ``httpio``, ``api``, ``faults``, ``metrics`` and ``app`` (HTTP), ``serve`` (the process).
 """

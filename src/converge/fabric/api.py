@@ -2,9 +2,10 @@
 
 Handlers translate between HTTP and the store: path and query parameters are validated here, bodies are
 parsed by ``operations.py``, and every refusal is a :class:`FabricError` that the error middleware in
-``app.py`` answers. Every batch attempt that reaches the handler is audited, refused ones too. SQLite calls
-run synchronously in the event loop: they are short, and running them one at a time is what serialises
-batches. Registered by ``app.create_app``.
+``app.py`` answers. Every batch attempt that reaches the handler is audited, refused ones too, with the
+lease epoch it carried; a fenced epoch is refused before anything else is looked at (``fence.py``).
+SQLite calls run synchronously in the event loop: they are short, and running them one at a time is what
+serialises batches. Registered by ``app.create_app``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aiohttp import web
 from converge.core.canonical import bucket_name, etag, group_sums, hex256
 from converge.core.ids import InvalidId, root_id
 from converge.fabric import audit as audit_log
-from converge.fabric import queries
+from converge.fabric import fence, queries
 from converge.fabric.errors import ErrorCode, FabricError, bad_json, not_found
 from converge.fabric.faults import Faults
 from converge.fabric.httpio import (
@@ -60,7 +61,12 @@ class Api:
         writer = request.headers.get("X-Converge-Writer")
         if_match = request.headers.get("If-Match")
         claimed = 0
+        epoch: int | None = None
         try:
+            epoch = fence.parse_epoch(request.headers.get(fence.HEADER))
+            # A fenced writer's batch is moot whatever it holds: say so before reading it. The store
+            # checks again as it applies (the body is read in between, and other batches may land).
+            self.store.check_fence(root, epoch)
             if if_match is None:
                 raise FabricError(ErrorCode.PRECONDITION_REQUIRED,
                                   f"a batch needs If-Match with root {root}'s ETag (an empty root's is "
@@ -69,10 +75,10 @@ class Api:
             claimed = count_operations(value)
             operations, lost = self.faults.lose(parse_batch(value, max_operations=self.settings.max_operations))
             result = self.store.apply_batch(root, operations, if_match=if_match, writer=writer,
-                                            checks=self.faults.checks())
+                                            checks=self.faults.checks(), epoch=epoch)
         except FabricError as exc:
             self.store.record_refused(root, writer=writer, if_match=if_match, status=exc.status,
-                                      operations=claimed)
+                                      operations=claimed, epoch=epoch)
             self.metrics.batch(exc.status)
             raise
         self.metrics.batch(200, operations=result.applied)

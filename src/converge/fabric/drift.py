@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from converge.core.canonical import canonical_json, digest_bytes, etag
 from converge.core.ids import RootId
-from converge.fabric import audit
+from converge.fabric import audit, fence
 from converge.fabric.index import Entry
 from converge.fabric.operations import Key
 from converge.fabric.state import Store
@@ -25,12 +25,15 @@ Touched = list[tuple[RootId, Key]]
 
 
 def wipe(store: Store) -> int:
-    """Forget every object, reference and sum; return how many objects were forgotten."""
+    """Forget every object, reference and sum, and every root's epoch fence (a controller that lost its
+    configuration lost those too, as a wiped OVN NB loses its marker rows); return how many objects were
+    forgotten. Only roots that held objects are logged: a root that lost nothing but its fence is not."""
     counts = {root: sums.count for root, sums in store.index.roots.items()}
     forgotten = len(store.index.objects)
     with store.transaction():
         for table in ("objects", "refs", "roots", "buckets"):
             store.conn.execute(f"DELETE FROM {table}")
+        fence.forget_all(store.conn)
         now = store.clock()
         for root, count in sorted(counts.items()):
             audit.record(store.conn, audit.Attempt(root, "fault:wipe", None, 200, count, etag(0)),

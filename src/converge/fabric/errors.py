@@ -23,6 +23,7 @@ class ErrorCode(enum.StrEnum):
     HAS_CHILDREN = "has_children"
     ROOT_CONFLICT = "root_conflict"
     PRECONDITION_FAILED = "precondition_failed"
+    FENCED = "fenced"
     TOO_LARGE = "too_large"
     TOO_MANY_OPERATIONS = "too_many_operations"
     INVALID_OBJECT = "invalid_object"
@@ -42,6 +43,7 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.HAS_CHILDREN: 409,
     ErrorCode.ROOT_CONFLICT: 409,
     ErrorCode.PRECONDITION_FAILED: 412,
+    ErrorCode.FENCED: 412,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.TOO_MANY_OPERATIONS: 413,
     ErrorCode.INVALID_OBJECT: 422,

@@ -46,7 +46,7 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(exc: FabricError) -> web.Response:
     headers = {}
-    if exc.code is ErrorCode.PRECONDITION_FAILED and "etag" in exc.extra:
+    if exc.code in (ErrorCode.PRECONDITION_FAILED, ErrorCode.FENCED) and "etag" in exc.extra:
         headers["ETag"] = exc.extra["etag"]
     if exc.code is ErrorCode.UNAUTHORIZED:
         headers["WWW-Authenticate"] = "Bearer"

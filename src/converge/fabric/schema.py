@@ -9,8 +9,13 @@ engine's fingerprints then reveal and repair, as they would on a real controller
 - ``refs``: child -> parent references, keyed by the child so a replace or delete drops its rows fast;
 - ``roots`` and ``buckets``: per-root fingerprint and count, per-(root, bucket) sum and count, maintained
   incrementally by every write (never recomputed) and loaded into memory at startup;
-- ``audit``: every batch attempt, bounded to the most recent ``AUDIT_KEEP`` entries;
+- ``fences``: per root, the highest lease epoch a batch was applied with (``fence.py``);
+- ``audit``: every batch attempt with the epoch it carried, bounded to the most recent ``AUDIT_KEEP``
+  entries;
 - ``meta``: small counters that must survive restarts (the event sequence).
+
+Version 2 added ``fences`` and ``audit.epoch``; a version 1 file is upgraded in place when opened (the
+table is created, the column added, its old entries' epoch null), so a controller keeps its database.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+UPGRADABLE = (0, 1)  # 0: a new file
 AUDIT_KEEP = 200_000
 
 DDL = """
@@ -65,8 +71,14 @@ CREATE TABLE IF NOT EXISTS audit (
     if_match   TEXT,
     status     INTEGER NOT NULL,
     operations INTEGER NOT NULL,
-    etag       TEXT NOT NULL
+    etag       TEXT NOT NULL,
+    epoch      INTEGER
 );
+
+CREATE TABLE IF NOT EXISTS fences (
+    root  TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -92,9 +104,12 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA temp_store=MEMORY")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
+    if version != SCHEMA_VERSION and version not in UPGRADABLE:
         conn.close()
         raise SchemaMismatch(f"{path}: schema version {version}, this controller writes {SCHEMA_VERSION}")
     conn.executescript(DDL)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    if "epoch" not in columns:  # a version 1 file: CREATE TABLE IF NOT EXISTS kept its old audit table
+        conn.execute("ALTER TABLE audit ADD COLUMN epoch INTEGER")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn

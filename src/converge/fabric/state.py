@@ -2,11 +2,12 @@
 
 Why one class: a batch must be checked against, and applied to, the in-memory index (fast, sees the
 batch's own earlier operations) and SQLite (durable) as one atomic step. :meth:`Store.apply_batch` does
-both: every operation is checked and applied to the index under an undo log; then all touched rows, the
-new sums and the audit entry are written in one SQLite transaction. Any refusal or failure rolls both
-back, so nothing of a refused batch is ever visible. Pure of HTTP: refusals are
-:class:`~converge.fabric.errors.FabricError`. Called by ``app.py``, ``ports.py``, ``faults.py`` and the
-unit tests; SQL reads live in ``queries.py``, injected drift (wipe/drop/corrupt) in ``drift.py``.
+both: the root's epoch fence is checked first (``fence.py``), then every operation is checked and applied
+to the index under an undo log; then all touched rows, the new sums, the moved fence and the audit entry
+are written in one SQLite transaction. Any refusal or failure rolls both back, so nothing of a refused
+batch is ever visible. Pure of HTTP: refusals are :class:`~converge.fabric.errors.FabricError`. Called by
+``app.py``, ``ports.py``, ``faults.py`` and the unit tests; SQL reads live in ``queries.py``, injected
+drift (wipe/drop/corrupt) in ``drift.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from converge.core.canonical import BadETag, etag, hex256, parse_etag
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
-from converge.fabric import audit, schema
+from converge.fabric import audit, fence, schema
 from converge.fabric.errors import ErrorCode, FabricError
 from converge.fabric.index import Entry, Index, PortStatus
 from converge.fabric.operations import Delete, Key, Operation, Put
@@ -94,13 +95,15 @@ class Store:
     # -- batches ----------------------------------------------------------------------------------------
 
     def apply_batch(self, root: RootId, operations: Sequence[Operation], *, if_match: str,
-                    writer: str | None, checks: Checks) -> BatchResult:
+                    writer: str | None, checks: Checks, epoch: int | None = None) -> BatchResult:
         """Apply every operation or none; refusals raise FabricError naming the failing ``index``.
 
-        The caller logs refused attempts (:meth:`record_refused`); an applied batch is logged here, in
-        its own transaction.
+        ``epoch`` (the writer's lease epoch, None or 0 for none) is checked against the root's fence
+        before anything else and moves it when the batch applies. The caller logs refused attempts
+        (:meth:`record_refused`); an applied batch is logged here, in its own transaction.
         """
         current = self.index.fingerprint(root)
+        self.check_fence(root, epoch)
         if not _matches(if_match, current):
             raise FabricError(ErrorCode.PRECONDITION_FAILED,
                               f"If-Match {if_match!r} is not root {root}'s ETag {etag(current)}",
@@ -114,16 +117,20 @@ class Store:
                 else:
                     self._delete(root, op, created)
             return [audit.Attempt(root, writer, if_match, 200, len(operations),
-                                  etag(self.index.fingerprint(root)))]
+                                  etag(self.index.fingerprint(root)), epoch)]
 
-        self.run(work)
+        self.run(work, fence_to=(root, epoch))
         return BatchResult(self.index.fingerprint(root), self.index.count(root), len(operations),
                            tuple(created))
 
+    def check_fence(self, root: RootId, epoch: int | None) -> None:
+        """``412 fenced`` if ``epoch`` is below the root's fence (see ``fence.py``)."""
+        fence.check(self.conn, root, epoch, fingerprint=self.index.fingerprint(root))
+
     def record_refused(self, root: RootId, *, writer: str | None, if_match: str | None, status: int,
-                       operations: int) -> None:
+                       operations: int, epoch: int | None = None) -> None:
         current = etag(self.index.fingerprint(root))
-        attempt = audit.Attempt(root, writer, if_match, status, operations, current)
+        attempt = audit.Attempt(root, writer, if_match, status, operations, current, epoch)
         with self.transaction():
             audit.record(self.conn, attempt, now=self.clock(), keep=self.audit_keep)
 
@@ -194,11 +201,13 @@ class Store:
             raise
         self.conn.execute("COMMIT")
 
-    def run(self, work: Callable[[dict[Key, bytes]], Iterable[audit.Attempt]]) -> None:
+    def run(self, work: Callable[[dict[Key, bytes]], Iterable[audit.Attempt]], *,
+            fence_to: tuple[RootId, int | None] | None = None) -> None:
         """Run ``work`` against the index, then write everything it touched through, atomically.
 
         ``work`` fills the dict with the canonical document of every key it puts and returns the audit
         entries to log with the change; if it raises, or SQLite fails, the index is rolled back.
+        ``fence_to``: (root, epoch) the root's fence moves up to, in the same transaction.
         """
         docs: dict[Key, bytes] = {}
         self.index.begin()
@@ -206,6 +215,8 @@ class Store:
             attempts = list(work(docs))
             with self.transaction():
                 self._write_through(docs)
+                if fence_to is not None:
+                    fence.advance(self.conn, *fence_to)
                 now = self.clock()
                 for attempt in attempts:
                     audit.record(self.conn, attempt, now=now, keep=self.audit_keep)
