@@ -2,7 +2,8 @@
 
 This module is the edge where httpx's exceptions and HTTP statuses become the project's errors
 (core/errors.py): transport errors and 5xx → ControllerUnavailable (after trying every URL whose breaker
-allows it), 412 → PreconditionFailed, 4xx naming an operation → ObjectRejected, 401 →
+allows it), 412 ``fenced`` → Fenced (the root's fence names a newer lease epoch), any other 412 →
+PreconditionFailed, 4xx naming an operation → ObjectRejected, 401 →
 ConfigurationError, anything undocumented → ProtocolViolation. The token is sent as a bearer header and
 never included in an error message or log line; the client keeps it for the event stream it opens.
 
@@ -38,6 +39,7 @@ from converge.core.clock import Clock, SystemClock
 from converge.core.errors import (
     ConfigurationError,
     ControllerUnavailable,
+    Fenced,
     ObjectRejected,
     PreconditionFailed,
     ProtocolViolation,
@@ -123,15 +125,20 @@ class FabricClient:
     def apply(self, root: RootId, *, if_match: int, operations: Sequence[Operation], epoch: int = 0) -> int:
         body = json.dumps({"operations": [_op_json(op) for op in operations]},
                           separators=(",", ":"), ensure_ascii=False).encode()
-        # The epoch is advisory for the fabric protocol (docs/protocol.md): If-Match fences a stale writer.
-        resp = self._send("POST", f"/v1/roots/{_p(root)}/batch", purpose="batch", body=body,
-                          headers={"If-Match": canonical.etag(if_match), "Content-Type": "application/json",
-                                   "X-Converge-Epoch": str(epoch)})
+        headers = {"If-Match": canonical.etag(if_match), "Content-Type": "application/json"}
+        if epoch > 0:  # epoch 0 holds no lease: the controller neither checks nor moves the root's fence
+            headers["X-Converge-Epoch"] = str(epoch)
+        resp = self._send("POST", f"/v1/roots/{_p(root)}/batch", purpose="batch", body=body, headers=headers)
         if resp.status_code == 200:
             return _etag(resp)
+        data = _json_or_empty(resp)
+        if resp.status_code == 412 and data.get("error") == "fenced":
+            fence = data.get("epoch")
+            if not isinstance(fence, int) or isinstance(fence, bool):
+                raise ProtocolViolation(f"batch on root {root}: 412 fenced without an integer epoch")
+            raise Fenced(f"root {root}: {_message(resp)}", current=_etag(resp), epoch=fence)
         if resp.status_code == 412:
             raise PreconditionFailed(f"root {root}: ETag moved on the controller", current=_etag(resp))
-        data = _json_or_empty(resp)
         if resp.status_code in (400, 404, 409, 413, 422):
             index = data.get("index")
             raise ObjectRejected(f"{data.get('error', resp.status_code)}: {data.get('message', resp.text)}",
