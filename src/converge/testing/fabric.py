@@ -6,6 +6,8 @@ connections, not an in-process fake. :class:`FabricProcess` generates fresh toke
 stops it by its PID (SIGTERM, then SIGKILL after 10 s; never by name). ``restart()`` comes back on the
 same port and database, so clients configured with :attr:`url` simply reconnect. Called by
 ``tests/functional/conftest.py``, the benchmarks and ``converge demo``.
+
+:func:`stale_writes` is the check a chaos run ends with: no write a stale lease made was applied.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,6 +49,52 @@ def expected_etag(objects: Iterable[Mapping[str, Any]]) -> str:
     return canonical.etag(canonical.combine(
         canonical.ObjectDoc(Kind(o["kind"]), ObjectId(o["id"]), o["attributes"], o["revision"]).digest()
         for o in objects))
+
+
+@dataclass(frozen=True)
+class StaleWrite:
+    """An applied batch (audit entry ``seq``) whose lease ``epoch`` was below ``fence``, the highest epoch
+    applied to its root before it (last by entry ``fence_seq``). ``after_wipe``: a wipe had forgotten the
+    fence (docs/protocol.md), so the controller could not refuse this write (no epoch applied since the
+    wipe is above it); False means the controller held a fence above it and still applied it."""
+
+    root: str
+    seq: int
+    writer: str | None
+    epoch: int
+    fence: int
+    fence_seq: int
+    after_wipe: bool
+
+
+def stale_writes(entries: Iterable[Mapping[str, Any]]) -> dict[str, list[StaleWrite]]:
+    """Per root, every applied write whose epoch is below an epoch already applied to that root.
+
+    ``entries`` are ``GET /v1/audit`` entries, oldest first. Only applied batches (status 200) that carry
+    an epoch count: writes without one (or epoch 0) claim no lease, refused ones changed nothing, and
+    ``fault:*`` entries have none. Every such write is reported, also one a wipe let through (flagged
+    ``after_wipe``; a wipe that found no object logs nothing, and what it let through is then not
+    flagged). Empty in a correct system. It sees only what the audit log still holds (the reference
+    controller keeps the newest 200,000 entries).
+    """
+    highest: dict[str, tuple[int, int]] = {}  # root -> (epoch, seq of the last write that applied it)
+    since_wipe: dict[str, int] = {}  # root -> the highest epoch applied since the last wipe: its fence
+    found: dict[str, list[StaleWrite]] = {}
+    for e in entries:
+        if e["writer"] == "fault:wipe":
+            since_wipe.clear()  # a wipe forgets every root's fence at once
+        epoch = e.get("epoch")
+        if e["status"] != 200 or not epoch:
+            continue
+        root = e["root"]
+        fence, fence_seq = highest.get(root, (0, 0))
+        if epoch < fence:
+            found.setdefault(root, []).append(StaleWrite(root, e["seq"], e["writer"], epoch, fence, fence_seq,
+                                                         after_wipe=epoch >= since_wipe.get(root, 0)))
+        else:
+            highest[root] = (epoch, e["seq"])
+        since_wipe[root] = max(epoch, since_wipe.get(root, 0))
+    return found
 
 
 class FabricStartError(RuntimeError):
@@ -191,26 +240,39 @@ class FabricProcess:
         return result
 
     def batch(self, root: str, operations: Sequence[Mapping[str, Any]], *, if_match: str | None = None,
-              writer: str | None = None) -> httpx.Response:
-        """POST one batch (If-Match: the root's current ETag unless given); the response, whatever it is."""
+              writer: str | None = None, epoch: int | None = None) -> httpx.Response:
+        """POST one batch (If-Match: the root's current ETag unless given; X-Converge-Epoch if ``epoch``
+        is given); the response, whatever it is."""
         if if_match is None:
             if_match = str(self.get(f"/v1/roots/{root}")["etag"])
         headers = self.headers() | {"If-Match": if_match}
         if writer is not None:
             headers["X-Converge-Writer"] = writer
+        if epoch is not None:
+            headers["X-Converge-Epoch"] = str(epoch)
         return httpx.post(f"{self.url}/v1/roots/{root}/batch", json={"operations": list(operations)},
                           headers=headers, timeout=10.0)
 
     def objects(self, root: str, *, page: int = 1000) -> list[dict[str, Any]]:
         """Every object of ``root`` (with its digest), following the pages of GET .../objects."""
+        return self._pages(f"/v1/roots/{root}/objects", "objects", {"limit": page})
+
+    def audit(self, *, after: int = 0) -> list[dict[str, Any]]:
+        """Every audit entry with ``seq > after``, oldest first, following the pages of GET /v1/audit."""
+        return self._pages("/v1/audit", "entries", {"limit": 1000, "after": after})
+
+    def _pages(self, path: str, field: str, params: dict[str, str | int]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        params: dict[str, str | int] = {"limit": page}
         while True:
-            answer = self.get(f"/v1/roots/{root}/objects", params=params)
-            found.extend(answer["objects"])
+            answer = self.get(path, params=params)
+            found.extend(answer[field])
             if answer["next"] is None:
                 return found
             params["after"] = answer["next"]
+
+    def stale_writes(self) -> dict[str, list[StaleWrite]]:
+        """:func:`stale_writes` over the whole audit log: empty unless a stale lease's write was applied."""
+        return stale_writes(self.audit())
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
         """GET ``path`` with the API token; raise on an error status."""
