@@ -1,6 +1,7 @@
 """The fabric backend's side of the protocol's port and drift methods, against the real controller: a batch
-carries the writer's epoch (advisory), ``port_status`` reads a port's status, ``follow_ports`` reports ports
-going up and every (re)connection, including after a controller restart."""
+carries the writer's epoch (the fence is tested in test_fabric_fence.py), ``port_status`` reads a port's
+status, ``follow_ports`` reports ports going up and every (re)connection, including after a controller
+restart."""
 
 from __future__ import annotations
 

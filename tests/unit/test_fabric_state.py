@@ -1,9 +1,11 @@
-"""The fabric controller's store without HTTP: batch semantics, atomicity, and sums that are maintained
-incrementally yet always equal a recomputation from the stored documents (also after a reopen)."""
+"""The fabric controller's store without HTTP: batch semantics, atomicity, epoch fences, and sums that
+are maintained incrementally yet always equal a recomputation from the stored documents (also after a
+reopen); a database file of the previous schema opens; ``stale_writes`` on crafted audit logs."""
 
 import json
 import random
 import re
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -14,12 +16,13 @@ from hypothesis import strategies as st
 from converge.core.canonical import ObjectDoc, add, bucket_of, digest_bytes, etag
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind, parents
-from converge.fabric import audit, drift, queries
+from converge.fabric import audit, drift, fence, queries, schema
 from converge.fabric.errors import ErrorCode, FabricError
 from converge.fabric.index import PortStatus
 from converge.fabric.operations import parse_batch
 from converge.fabric.state import Store
 from converge.fabric.validate import Checks
+from converge.testing.fabric import StaleWrite, stale_writes
 
 CHECKS = Checks()
 EMPTY = etag(0)
@@ -37,10 +40,14 @@ def delete(kind, oid):
     return {"op": "delete", "kind": kind, "id": oid}
 
 
-def apply(store, root, *ops, if_match=None, checks=CHECKS):
+def apply(store, root, *ops, if_match=None, checks=CHECKS, epoch=None):
     current = etag(store.index.fingerprint(RootId(root))) if if_match is None else if_match
     parsed = parse_batch({"operations": list(ops)}, max_operations=1000)
-    return store.apply_batch(RootId(root), parsed, if_match=current, writer="test", checks=checks)
+    return store.apply_batch(RootId(root), parsed, if_match=current, writer="test", checks=checks, epoch=epoch)
+
+
+def fences(store):
+    return dict(store.conn.execute("SELECT root, epoch FROM fences"))
 
 
 def stored_docs(store):
@@ -167,6 +174,117 @@ def test_the_audit_log_keeps_only_the_newest_entries(tmp_path):
     assert entries[-1]["etag"] == etag(store.index.fingerprint(RootId("p1")))
 
 
+# -- epoch fences -----------------------------------------------------------------------------------------
+
+def test_a_stale_epoch_is_fenced_before_if_match_and_a_refused_batch_moves_no_fence(tmp_path):
+    store = open_store(tmp_path)
+    apply(store, "p1", put("network", "n1"), epoch=5)
+    with pytest.raises(FabricError) as refused:
+        apply(store, "p1", put("network", "n2"), if_match=EMPTY, epoch=4)  # a stale If-Match too
+    assert refused.value.code is ErrorCode.FENCED and refused.value.status == 412
+    assert refused.value.extra == {"epoch": 5, "etag": etag(store.index.fingerprint(RootId("p1")))}
+    with pytest.raises(FabricError):
+        apply(store, "p1", put("subnet", "s1", network_id="absent"), epoch=8)  # refused: 409
+    with pytest.raises(FabricError):
+        apply(store, "p1", put("network", "n2"), if_match=EMPTY, epoch=8)  # refused: 412 If-Match
+    assert fences(store) == {"p1": 5}
+    apply(store, "p1", put("network", "n2"))  # no epoch: unchecked, moves nothing
+    apply(store, "p1", put("network", "n3"), epoch=0)
+    apply(store, "p1", put("network", "n4"), epoch=5)
+    assert fences(store) == {"p1": 5}
+    apply(store, "p1", put("network", "n5"), epoch=6)
+    store.close()
+    assert fences(open_store(tmp_path)) == {"p1": 6}
+
+
+@pytest.mark.parametrize(("text", "epoch"), [(None, None), ("0", 0), ("7", 7), ("007", 7),
+                                             ("9" * 18, 10**18 - 1)])
+def test_the_epoch_header_is_a_decimal_integer(text, epoch):
+    assert fence.parse_epoch(text) == epoch
+
+
+@pytest.mark.parametrize("text", ["", "-1", "+1", " 1", "1.0", "0x10", "1_000", "9" * 19, "١"])
+def test_anything_else_in_the_epoch_header_is_bad_json(text):
+    with pytest.raises(FabricError) as refused:
+        fence.parse_epoch(text)
+    assert refused.value.code is ErrorCode.BAD_JSON and fence.HEADER in refused.value.message
+
+
+def test_a_wipe_forgets_every_fence_with_the_objects(tmp_path):
+    store = open_store(tmp_path)
+    apply(store, "p1", put("network", "n1"), epoch=5)
+    apply(store, "p2", put("network", "m1"), epoch=3)
+    apply(store, "p2", delete("network", "m1"), epoch=3)  # p2 keeps a fence and no object
+    drift.wipe(store)
+    assert fences(store) == {}
+    apply(store, "p1", put("network", "n1"), epoch=1)
+    entries, _ = audit.read(store.conn, after=0, limit=100)
+    assert [(e["root"], e["writer"], e["epoch"]) for e in entries[3:]] == \
+        [("p1", "fault:wipe", None), ("p1", "test", 1)]
+
+
+V1_AUDIT = """CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, root TEXT NOT NULL,
+    writer TEXT, if_match TEXT, status INTEGER NOT NULL, operations INTEGER NOT NULL, etag TEXT NOT NULL)"""
+
+
+def test_a_database_of_schema_version_1_is_upgraded_when_opened(tmp_path):
+    path = tmp_path / "fabric.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(V1_AUDIT)
+    old.execute("INSERT INTO audit (time, root, writer, if_match, status, operations, etag)"
+                " VALUES (1.0, 'p1', 'old', NULL, 428, 0, ?)", (EMPTY,))
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    store = Store.open(path)
+    apply(store, "p1", put("network", "n1"), epoch=2)
+    entries, _ = audit.read(store.conn, after=0, limit=10)
+    assert [(e["writer"], e["status"], e["epoch"]) for e in entries] == [("old", 428, None), ("test", 200, 2)]
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    store.close()
+    assert fences(open_store(tmp_path)) == {"p1": 2}
+
+
+def test_a_database_of_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "fabric.sqlite"
+    newer = sqlite3.connect(path)
+    newer.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION + 1}")
+    newer.close()
+    with pytest.raises(schema.SchemaMismatch):
+        Store.open(path)
+
+
+# -- stale_writes on crafted audit logs (through the API, a working fence never lets one through) -------
+
+def entry(seq, root, epoch, status=200, writer="w"):
+    return {"seq": seq, "root": root, "writer": writer, "status": status, "epoch": epoch}
+
+
+def test_stale_writes_finds_an_applied_write_below_an_earlier_epoch_of_its_root():
+    log = [entry(1, "p1", 2), entry(2, "p1", 3, writer="b"), entry(3, "p2", 1), entry(4, "p1", 2, writer="a"),
+           entry(5, "p1", 3), entry(6, "p1", 1, writer="a")]
+    assert stale_writes(log) == {"p1": [StaleWrite("p1", 4, "a", 2, 3, 2, after_wipe=False),
+                                        StaleWrite("p1", 6, "a", 1, 3, 5, after_wipe=False)]}
+
+
+def test_stale_writes_ignores_refusals_writes_without_an_epoch_and_other_roots():
+    log = [entry(1, "p1", 5), entry(2, "p1", 4, status=412), entry(3, "p1", None), entry(4, "p1", 0),
+           entry(5, "p2", 1), entry(6, "p1", 5), entry(7, "p1", 6), entry(8, "p2", 1)]
+    assert stale_writes(log) == {}
+    assert stale_writes([]) == {}
+
+
+def test_stale_writes_reports_what_a_wipe_let_through_and_says_so():
+    log = [entry(1, "p1", 7), entry(2, "p2", 5), entry(3, "p2", None, writer="fault:wipe"),
+           entry(4, "p1", 4, writer="a"),  # the wipe (logged under p2) forgot p1's fence too
+           entry(5, "p1", 3, writer="a"),  # the fence was 4 again: a fence that failed
+           entry(6, "p1", 5), entry(7, "p1", 8), entry(8, "p1", 5, writer="a")]
+    assert stale_writes(log) == {"p1": [StaleWrite("p1", 4, "a", 4, 7, 1, after_wipe=True),
+                                        StaleWrite("p1", 5, "a", 3, 7, 1, after_wipe=False),
+                                        StaleWrite("p1", 6, "w", 5, 7, 1, after_wipe=True),
+                                        StaleWrite("p1", 8, "a", 5, 8, 7, after_wipe=False)]}
+
+
 # -- random operations: the store against a model of the documented semantics ---------------------------
 
 NETS, SGS, SUBNETS, PORTS = ["n0", "n1", "n2"], ["g0", "g1"], ["s0", "s1"], ["q0", "q1", "q2"]
@@ -182,7 +300,8 @@ put_ops = st.one_of(
 )
 delete_ops = st.one_of(*(st.builds(delete, st.just(k), st.sampled_from(ids)) for k, ids in
                          [("network", NETS), ("security_group", SGS), ("subnet", SUBNETS), ("port", PORTS)]))
-batches = st.tuples(st.sampled_from(["r0", "r1"]), st.lists(st.one_of(put_ops, delete_ops), max_size=6))
+batches = st.tuples(st.sampled_from(["r0", "r1"]), st.lists(st.one_of(put_ops, delete_ops), max_size=6),
+                    st.sampled_from([None, 0, 1, 2, 3]))  # the lease epoch: None sends no header
 steps = st.one_of(
     batches.map(lambda b: ("batch", b)),
     st.tuples(st.just("drop"), st.integers(0, 3)),
@@ -191,8 +310,10 @@ steps = st.one_of(
 )
 
 
-def model_apply(model, root, ops):
+def model_apply(model, fenced, root, ops, epoch):
     """The protocol's batch semantics, written plainly: returns (code, index) of a refusal or None."""
+    if epoch and epoch < fenced.get(root, 0):
+        return ErrorCode.FENCED, None
     m = dict(model)
     for i, op in enumerate(ops):
         if op["op"] == "put":
@@ -212,6 +333,8 @@ def model_apply(model, root, ops):
             del m[key]
     model.clear()
     model.update(m)
+    if epoch:
+        fenced[root] = max(epoch, fenced.get(root, 0))
     return None
 
 
@@ -221,14 +344,14 @@ def test_incremental_sums_equal_recomputation_after_random_operations(history, r
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp)
         store = open_store(path)
-        model = {}
+        model, fenced = {}, {}
         for step, arg in history:
             if step == "batch":
-                root, ops = arg
+                root, ops, epoch = arg
                 before = stored_docs(store)
-                expected = model_apply(model, root, ops)
+                expected = model_apply(model, fenced, root, ops, epoch)
                 try:
-                    apply(store, root, *ops)
+                    apply(store, root, *ops, epoch=epoch)
                     outcome = None
                 except FabricError as exc:
                     outcome = exc.code, exc.index
@@ -246,11 +369,14 @@ def test_incremental_sums_equal_recomputation_after_random_operations(history, r
             else:
                 drift.wipe(store)
                 model.clear()
+                fenced.clear()
             assert stored_docs(store) == model
+            assert fences(store) == fenced
             assert_consistent(store)
         store.close()
         reopened = open_store(path)
         assert_consistent(reopened)
+        assert fences(reopened) == fenced
         assert {r: (s.fingerprint, s.count) for r, s in reopened.index.roots.items()} == \
             {r: (s.fingerprint, s.count) for r, s in store.index.roots.items()}
         reopened.close()
