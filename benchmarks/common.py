@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -21,10 +22,13 @@ from sqlalchemy.engine import Engine
 
 from converge.backends.base import Backend
 from converge.backends.fabric import FabricClient
+from converge.bench.workload import Workload
 from converge.store import db, migrate
+from converge.store.intent import Change, record_many
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.ovn import OvnControlPlane
+from converge.testing.processes import Daemon
 
 logging.basicConfig(level=logging.ERROR)  # the engine's warnings (drift found, ...) are expected here
 
@@ -47,6 +51,26 @@ class Rig:
             return backend
         assert self.fabric is not None
         return FabricClient([self.fabric.url], self.fabric.token, writer=writer)
+
+    def load(self, roots: int, changes: int, seed: int) -> list[Change]:
+        """Record a workload of ``changes`` over ``roots`` roots, 1,000 changes per transaction."""
+        out = list(Workload(roots, seed=seed).changes(changes))
+        for i in range(0, len(out), 1000):
+            with self.engine.begin() as conn:
+                record_many(conn, out[i:i + 1000])
+        return out
+
+    def sync_workers(self, n: int, *options: str) -> list[Daemon]:
+        """``n`` ``converge sync run`` processes on this rig's store and fabric controller, started; the
+        caller stops them (by PID: ``Daemon.stop``)."""
+        assert self.fabric is not None
+        env = dict(os.environ, CONVERGE_DB=self.engine.url.render_as_string(hide_password=False),
+                   CONVERGE_CONTROLLERS=self.fabric.url, CONVERGE_TOKEN_FILE=str(self.fabric.token_file))
+        cmd = [sys.executable, "-m", "converge.cli.main", "sync", "run", "--log-level", "WARNING", *options]
+        procs = [Daemon(f"worker-{i}", cmd, log=self.workdir / f"worker-{i}.log", env=env) for i in range(n)]
+        for proc in procs:
+            proc.start()
+        return procs
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ the wipe (from the controller's audit log), and the sweep interval that bounds d
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections import Counter
@@ -24,11 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import report, rig  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from converge.bench.workload import Workload  # noqa: E402
 from converge.core import canonical  # noqa: E402
 from converge.store.schema import desired  # noqa: E402
-from converge.store.intent import record_many  # noqa: E402
-from converge.testing.processes import Daemon  # noqa: E402
 
 
 def exact(r, client) -> bool:  # type: ignore[no-untyped-def]
@@ -59,17 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     with rig("mariadb", faults=True) as r:
         assert r.fabric is not None
-        changes = list(Workload(args.roots, seed=3).changes(args.changes))
-        for i in range(0, len(changes), 1000):
-            with r.engine.begin() as conn:
-                record_many(conn, changes[i:i + 1000])
-        env = dict(os.environ, CONVERGE_DB=str(r.engine.url.render_as_string(hide_password=False)),
-                   CONVERGE_CONTROLLERS=r.fabric.url, CONVERGE_TOKEN_FILE=str(r.fabric.token_file))
-        cmd = [sys.executable, "-m", "converge.cli.main", "sync", "run", "--sweep-interval", str(args.sweep_interval),
-               "--log-level", "WARNING"]
-        procs = [Daemon(f"worker-{i}", cmd, log=r.workdir / f"worker-{i}.log", env=env) for i in range(2)]
-        for p in procs:
-            p.start()
+        changes = r.load(args.roots, args.changes, seed=3)
+        procs = r.sync_workers(2, "--sweep-interval", str(args.sweep_interval))
         client = r.client("bench-wipe")
         try:
             started = time.monotonic()
@@ -88,6 +75,7 @@ def main() -> None:
             ops = Counter()
             for e in after:
                 ops[e["status"]] += e["operations"]
+            sent = sum(ops.values())
             report("wiped controller repaired by two workers", {
                 "roots": args.roots, "changes recorded": len(changes), "objects wiped": removed,
                 "first sync": f"{synced:.1f} s", "sweep interval": f"{args.sweep_interval} s",
@@ -95,7 +83,7 @@ def main() -> None:
                 "batches after the wipe by status": dict(status),
                 "operations applied": ops.get(200, 0),
                 "operations in refused batches": sum(n for s, n in ops.items() if s != 200),
-                "wasted (refused / all sent)": f"{100 * (sum(ops.values()) - ops.get(200, 0)) / max(1, sum(ops.values())):.1f} %"})
+                "wasted (refused / all sent)": f"{100 * (sent - ops.get(200, 0)) / max(1, sent):.1f} %"})
         finally:
             for p in procs:
                 p.stop()

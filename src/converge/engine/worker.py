@@ -67,6 +67,8 @@ class WorkerConfig:
 # After another worker's lease expires, look this long later (the database's clock and ours differ by
 # the statement's latency).
 _EXPIRY_MARGIN = 0.05
+# A dead worker's heartbeat row stays this many lease durations (``converge status`` shows it), then goes.
+_FORGET_DEAD = 20
 
 
 
@@ -308,6 +310,7 @@ class Worker:
             leases.heartbeat(conn, self.id, self._started)
             still = leases.renew_all(conn, self.id, timing.duration)
             live = leases.live_workers(conn, within=timing.duration)
+            leases.forget_dead_workers(conn, older_than=_FORGET_DEAD * timing.duration)
             holdings = leases.overview(conn)
             requested = sync.repair_requests(conn)
             blocked = sync.blocked_roots(conn)
