@@ -2,7 +2,9 @@
 
 No systemd, no system-wide state: a private datadir, socket, PID file and log under ``workdir``,
 listening on 127.0.0.1 only, stopped by its PID (never by name). ``scripts/setup`` installs the Debian
-packages.
+packages. A server of another shape (a Galera node, ``converge.testing.galera``) overrides the hooks
+:meth:`MariaDB.options`, :meth:`MariaDB.initialize`, :meth:`MariaDB.environment` and :meth:`MariaDB.ready`,
+and passes ``mariadbd`` arguments to :meth:`MariaDB.start`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -30,14 +33,15 @@ def free_port() -> int:
 
 class MariaDB:
     def __init__(self, workdir: Path, *, port: int | None = None, durable: bool = True,
-                 buffer_pool: str = "256M") -> None:
+                 buffer_pool: str = "256M", password: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()  # mariadb-install-db needs absolute paths
         self.port = port or free_port()
         self.durable = durable
         self.buffer_pool = buffer_pool
-        self.password = secrets.token_hex(12)
+        self.password = password or secrets.token_hex(12)  # the 'converge' user's
         self.process: subprocess.Popen[bytes] | None = None
         self.socket = self.workdir / "mysqld.sock"
+        self.datadir = self.workdir / "data"
 
     @property
     def pid(self) -> int:
@@ -47,11 +51,10 @@ class MariaDB:
     def url(self, database: str = "converge") -> str:
         return f"mysql+pymysql://converge:{self.password}@127.0.0.1:{self.port}/{database}?charset=utf8mb4"
 
-    def _write_config(self) -> Path:
-        cnf = self.workdir / "my.cnf"
-        cnf.write_text("\n".join([
-            "[mysqld]",
-            f"datadir={self.workdir / 'data'}",
+    def options(self) -> list[str]:
+        """The ``[mysqld]`` lines of its configuration file."""
+        return [
+            f"datadir={self.datadir}",
             f"socket={self.socket}",
             f"port={self.port}",
             "bind-address=127.0.0.1",
@@ -65,30 +68,48 @@ class MariaDB:
             "max_connections=500",
             f"innodb_buffer_pool_size={self.buffer_pool}",
             f"innodb_flush_log_at_trx_commit={1 if self.durable else 2}",
-            "",
-        ]))
-        return cnf
+        ]
 
-    def start(self, timeout: float = 30.0) -> None:
+    @property
+    def config_file(self) -> Path:
+        return self.workdir / "my.cnf"
+
+    def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cnf = self._write_config()
-        if not (self.workdir / "data" / "mysql").exists():
-            subprocess.run([INSTALL_DB, f"--defaults-file={cnf}", "--user=root",
-                            f"--datadir={self.workdir / 'data'}", "--auth-root-authentication-method=normal",
+        self.config_file.write_text("\n".join(["[mysqld]", *self.options(), ""]))
+
+    def initialize(self) -> None:
+        """Create the system tables in a datadir that has none."""
+        if not (self.datadir / "mysql").exists():
+            subprocess.run([INSTALL_DB, f"--defaults-file={self.config_file}", "--user=root",
+                            f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
                             "--skip-test-db"], check=True, capture_output=True)
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment."""
+        return dict(os.environ)
+
+    def ready(self) -> bool:
+        """Whether it answers queries on its socket."""
+        return self.socket.exists() and self.sql("SELECT 1", check=False).returncode == 0
+
+    def start(self, timeout: float = 30.0, *, args: Sequence[str] = ()) -> None:
+        """Start ``mariadbd`` (with ``args``), wait until :meth:`ready`, and create the ``converge`` user."""
+        self.write_config()
+        self.initialize()
         log = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen([MARIADBD, f"--defaults-file={cnf}"], stdout=log, stderr=log,
-                                        start_new_session=True)
+        self.process = subprocess.Popen([MARIADBD, f"--defaults-file={self.config_file}", *args],
+                                        env=self.environment(), stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mariadbd exited with {self.process.returncode}: {self._log_tail()}")
-            if self.socket.exists() and self.sql("SELECT 1", check=False).returncode == 0:
+                raise RuntimeError(f"mariadbd exited with {self.process.returncode}: {self.log_tail()}")
+            if self.ready():
                 break
             time.sleep(0.1)
         else:
             self.stop()
-            raise RuntimeError(f"mariadbd not ready after {timeout:.0f} s: {self._log_tail()}")
+            raise RuntimeError(f"mariadbd not ready after {timeout:.0f} s: {self.log_tail()}")
         self.sql(f"CREATE USER IF NOT EXISTS 'converge'@'127.0.0.1' IDENTIFIED BY '{self.password}';"
                  "GRANT ALL ON *.* TO 'converge'@'127.0.0.1';")
 
@@ -100,7 +121,7 @@ class MariaDB:
         return subprocess.run([CLIENT, f"--socket={self.socket}", "-uroot", "-e", statements],
                               check=check, capture_output=True, timeout=30)
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
         try:
             return (self.workdir / "error.log").read_text()[-2000:]
         except OSError:
