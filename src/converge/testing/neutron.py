@@ -4,7 +4,9 @@ Why: the Converge ML2 driver runs inside Neutron's processes (every uWSGI worker
 master call its ``initialize()``), so it has to be tested there, not against a stub. :class:`NeutronStack`
 writes ``neutron.conf`` and ``ml2_conf.ini`` into ``workdir`` (noauth, ``fake://`` messaging, no Nova),
 migrates a fresh database, serves ``neutron.wsgi.api:application`` under uWSGI on a free loopback port and
-runs ``neutron-periodic-workers``; every process is stopped by its PID. Called by the functional tests
+runs ``neutron-periodic-workers``; every process is stopped by its PID. Two stacks can share one database:
+the second one, given ``new_database=False``, neither recreates nor migrates it (e.g. each stack on its own
+node of a Galera cluster, ``converge.testing.galera``). Called by the functional tests
 (``tests/functional/test_neutron_harness.py``) and, later, the driver's end-to-end tests and benchmarks.
 With ``auth_strategy = noauth`` every request runs as admin of the project ``fake_project_id``: a POST
 without ``project_id`` creates a resource owned by that project, so tests pass it (see :func:`owned`).
@@ -103,7 +105,10 @@ class NeutronStack:
                  service_plugins: Sequence[str] = (), config: Sections | None = None,
                  ml2_config: Sections | None = None, processes: int = 2, threads: int = 1,
                  periodic_workers: bool = True, mariadb: MariaDB | None = None,
-                 database: str | None = None, debug: bool = False, tenant_network_type: str = "vxlan") -> None:
+                 database: str | None = None, new_database: bool = True, debug: bool = False,
+                 tenant_network_type: str = "vxlan") -> None:
+        if not new_database and (mariadb is None or database is None):
+            raise ValueError("a stack on an existing database needs its server (mariadb) and its name (database)")
         self.workdir = Path(workdir).resolve()  # config files and servers need absolute paths
         self.mechanism_drivers = list(mechanism_drivers)
         self.service_plugins = list(service_plugins)
@@ -116,6 +121,7 @@ class NeutronStack:
         self._own_mariadb = mariadb is None
         self.mariadb = mariadb or MariaDB(self.workdir / "mariadb", durable=False)
         self.database = database or f"neutron_{secrets.token_hex(4)}"
+        self.new_database = new_database  # False: another stack made and migrated it
         self.neutron_conf = self.workdir / "neutron.conf"
         self.ml2_conf = self.workdir / "ml2_conf.ini"
         self.uwsgi_ini = self.workdir / "uwsgi.ini"
@@ -150,9 +156,11 @@ class NeutronStack:
             self.workdir.mkdir(parents=True, exist_ok=True)
             if self._own_mariadb:
                 self._timed("mariadb", self.mariadb.start)
-            self.db_url = self.mariadb.create_database(self.database)
+            self.db_url = (self.mariadb.create_database(self.database) if self.new_database
+                           else self.mariadb.url(self.database))
             self.write_config()
-            self._timed("migrate", self.migrate)
+            if self.new_database:
+                self._timed("migrate", self.migrate)
             self._timed("api", self.start_api)
             if self.periodic_workers:
                 self.start_periodic_workers()
