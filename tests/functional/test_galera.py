@@ -87,7 +87,7 @@ def in_threads(*work: Callable[[], T], timeout: float = 60.0) -> list[T]:
         return [f.result(timeout) for f in futures]
 
 
-def test_the_cluster_forms_and_a_write_on_any_node_is_read_on_every_other(cluster):
+def test_the_cluster_forms_and_a_write_on_any_node_is_read_on_every_other(cluster, engines):
     assert sorted(cluster.pids) == [1, 2, 3]
     for node in cluster.nodes:
         assert node.status("wsrep_cluster_size", "wsrep_local_state_comment") == {
@@ -97,12 +97,8 @@ def test_the_cluster_forms_and_a_write_on_any_node_is_read_on_every_other(cluste
     for n in (1, 2, 3):
         cluster.node(n).sql(f"INSERT INTO replicated.t VALUES ({n})")
     for n in (1, 2, 3):
-        engine = sqlalchemy.create_engine(cluster.url(n, "replicated", causal=True))
-        try:
-            with engine.connect() as conn:
-                assert conn.execute(text("SELECT node FROM t ORDER BY node")).scalars().all() == [1, 2, 3]
-        finally:
-            engine.dispose()
+        with engines(n, "replicated", causal=True).connect() as conn:
+            assert conn.execute(text("SELECT node FROM t ORDER BY node")).scalars().all() == [1, 2, 3]
 
 
 class Writer:
@@ -130,7 +126,7 @@ class Writer:
                 time.sleep(0.05)
 
 
-def test_a_node_killed_under_writes_rejoins_and_nothing_acknowledged_is_lost(cluster):
+def test_a_node_killed_under_writes_rejoins_and_nothing_acknowledged_is_lost(cluster, engines):
     cluster.create_database("kill9")
     cluster.node(1).sql("CREATE TABLE kill9.t (k VARCHAR(40) PRIMARY KEY, node INT NOT NULL)")
     writers = [Writer(cluster.url(n, "kill9"), n) for n in (1, 2, 3)]
@@ -165,12 +161,8 @@ def test_a_node_killed_under_writes_rejoins_and_nothing_acknowledged_is_lost(clu
     assert after, "the rejoined node took no writes"
     held = {}
     for n in (1, 2, 3):
-        engine = sqlalchemy.create_engine(cluster.url(n, "kill9", causal=True))
-        try:
-            with engine.connect() as conn:
-                held[n] = set(conn.execute(text("SELECT k FROM t")).scalars())
-        finally:
-            engine.dispose()
+        with engines(n, "kill9", causal=True).connect() as conn:
+            held[n] = set(conn.execute(text("SELECT k FROM t")).scalars())
     assert held[1] == held[2] == held[3], "the nodes disagree"
     assert acked - held[1] == set(), "acknowledged writes were lost"
     # What is held but was not acknowledged can only be a statement whose answer was lost (the kill).
@@ -178,21 +170,18 @@ def test_a_node_killed_under_writes_rejoins_and_nothing_acknowledged_is_lost(clu
     print(f"writes acknowledged {len(acked)}, {len(during)} while node 2 was down; failed: "
           f"{ {w.node: len(w.unsure) for w in writers} }")
 
-def test_converge_db_upgrade_on_one_node_makes_the_schema_on_every_node(cluster):
+
+def test_converge_db_upgrade_on_one_node_makes_the_schema_on_every_node(cluster, engines):
     cluster.create_database("cli_schema")
     done = subprocess.run([sys.executable, "-m", "converge.cli.main", "db", "upgrade"],
                           env=os.environ | {"CONVERGE_DB": cluster.url(2, "cli_schema")},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     for n in (1, 3):
-        engine = sqlalchemy.create_engine(cluster.url(n, "cli_schema", causal=True))
-        try:
-            with engine.connect() as conn:
-                diff = compare_metadata(MigrationContext.configure(conn), metadata)
-                heads = MigrationContext.configure(conn, opts={"version_table": "converge_alembic_version"}
-                                                   ).get_current_heads()
-        finally:
-            engine.dispose()
+        with engines(n, "cli_schema", causal=True).connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            heads = MigrationContext.configure(conn, opts={"version_table": "converge_alembic_version"}
+                                               ).get_current_heads()
         assert [d for d in diff if "converge_alembic_version" not in repr(d)] == []
         assert heads == ("0001_initial",)
 
