@@ -1,0 +1,132 @@
+"""A scale-out Neutron with Converge on one machine: what an operator runs, made small.
+
+- a 3-node Galera cluster (``converge.testing.galera``) on 127.0.0.1;
+- two Neutron API servers under uWSGI, each on its own node (clients alternate between them, the way a
+  load balancer would), each with its ``neutron-periodic-workers`` running Converge's sync worker;
+- one standalone agent (``converge sync run --config-file …``) on the third node;
+- the fabric controller (faults on).
+
+Everything listens on 127.0.0.1 and is stopped by its PID. ``benchmarks/chaos.py`` drives a workload and
+faults through it; ``tests/functional/test_chaos.py`` runs a subset in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from converge.testing.fabric import FabricProcess
+from converge.testing.galera import GaleraCluster
+from converge.testing.neutron import NeutronStack
+from converge.testing.processes import Daemon
+
+DATABASE = "neutron"
+
+
+class ScaleOut:
+    def __init__(self, workdir: Path, *, lease_duration: float = 6.0, sweep_interval: float = 2.0,
+                 api_processes: int = 2) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.galera = GaleraCluster(self.workdir / "galera", nodes=3)
+        self.fabric = FabricProcess(self.workdir / "fabric", faults=True)
+        self.lease_duration = lease_duration
+        self.sweep_interval = sweep_interval
+        self.api_processes = api_processes
+        self.stacks: list[NeutronStack] = []
+        self.agent: Daemon | None = None
+
+    def _stack(self, n: int) -> NeutronStack:
+        converge = {"controller_urls": self.fabric.url, "token": self.fabric.token,
+                    "sweep_interval": self.sweep_interval, "poll_interval": 0.05,
+                    "lease_duration": self.lease_duration}
+        return NeutronStack(self.workdir / f"neutron{n}", mariadb=self.galera.node(n), database=DATABASE,
+                            new_database=n == 1, mechanism_drivers=["converge"],
+                            service_plugins=["converge_router"], processes=self.api_processes,
+                            config={"converge": converge},
+                            ml2_config={"ml2": {"extension_drivers": "port_security,converge"}})
+
+    def start(self) -> ScaleOut:
+        try:
+            self.fabric.start()
+            self.galera.start()
+            for n in (1, 2):
+                stack = self._stack(n)
+                self.stacks.append(stack)
+                stack.start()
+            self.start_agent()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def agent_config(self) -> Path:
+        """The first stack's ``neutron.conf`` with the third node as its database."""
+        first = self.stacks[0]
+        text = first.neutron_conf.read_text().replace(self.galera.node(1).url(DATABASE),
+                                                      self.galera.node(3).url(DATABASE))
+        path = self.workdir / "agent-neutron.conf"
+        path.write_text(text)
+        return path
+
+    def start_agent(self) -> None:
+        conf = self.agent_config()
+        argv = [sys.executable, "-m", "converge.cli.main", "sync", "run", "--config-file", str(conf),
+                "--config-file", str(self.stacks[0].ml2_conf), "--lease-duration", str(self.lease_duration),
+                "--sweep-interval", str(self.sweep_interval)]
+        self.agent = Daemon("agent", argv, log=self.workdir / "agent.log", env=self.stacks[0].env())
+        self.agent.start()
+
+    @property
+    def urls(self) -> list[str]:
+        return [stack.url for stack in self.stacks]
+
+    def connections(self) -> list[Any]:
+        """One openstacksdk connection per API server."""
+        return [stack.connection() for stack in self.stacks]
+
+    def database_url(self, node: int = 1) -> str:
+        return self.galera.url(node, DATABASE)
+
+    def kill_api(self, n: int) -> None:
+        """kill -9 of API server ``n``'s uWSGI master (its workers follow: no-orphans)."""
+        process = self.stacks[n - 1]._api
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(30)
+
+    def restart_api(self, n: int) -> None:
+        self.stacks[n - 1].restart_api()
+
+    def pids(self) -> dict[str, int]:
+        out = {f"galera{n}": pid for n, pid in self.galera.pids.items()}
+        for n, stack in enumerate(self.stacks, 1):
+            for name, process in (("api", stack._api), ("periodic", stack._periodic)):
+                if process is not None and process.poll() is None:
+                    out[f"{name}{n}"] = process.pid
+        if self.agent is not None and self.agent.pid is not None:
+            out["agent"] = self.agent.pid
+        if self.fabric.running():
+            out["fabric"] = self.fabric.pid
+        return out
+
+    def stop(self) -> None:
+        """Agent, API servers and periodic workers, the controller, then the cluster (node 1 last)."""
+        try:
+            if self.agent is not None:
+                self.agent.stop()
+            for stack in self.stacks:
+                stack.stop()
+            self.fabric.stop()
+        finally:
+            self.galera.stop()
+
+    def __enter__(self) -> ScaleOut:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
