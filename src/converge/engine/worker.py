@@ -376,8 +376,14 @@ class Worker:
             with db.translated(), self.engine.begin() as conn:
                 taken = leases.acquire_many(conn, roots, self.id, self.config.lease.duration)
                 delays = {r: sync.root_delay(conn, r) for r in taken}
-        except (RaceLost, ConvergeError) as err:
-            log.info("worker %s: lease race: %s", self.id, err)
+        except RaceLost as err:
+            if len(roots) > 1:  # on Galera one conflicting root fails the whole transaction: one at a time
+                log.info("worker %s: lease race on %d roots (%s); taking them one by one", self.id, len(roots), err)
+                for root in roots:
+                    self._take([root], began)
+            return
+        except ConvergeError as err:
+            log.info("worker %s: cannot take leases now: %s", self.id, err)
             return
         for root, lease in taken.items():
             self.held[root] = lease

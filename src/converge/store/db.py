@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 _bounded: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines bound_waits() already set up
 
 # MySQL error codes that mean a concurrent writer won: deadlock, lock wait timeout, Galera conflicts.
-_RACE_CODES = {1213, 1205, 1047, 1180, 4031}
+# 1047 ("WSREP has not yet prepared node for application use") is not among them: a Galera node that lost the
+# cluster's quorum answers it to every statement until it rejoins, so it means "unavailable", not a race.
+_RACE_CODES = {1213, 1205, 1180, 4031}
 
 
 class db_now(FunctionElement[float]):  # noqa: N801 - reads like the SQL function it compiles to
