@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import random
 import signal
@@ -279,10 +280,31 @@ def intent_matches_controller(engine: Engine, fabric: Any) -> list[str]:
             if remote.get(root, canonical.hex256(0)).strip('"') != canonical.hex256(canonical.combine(d))]
 
 
-def neutron_matches_intent(conn: Any, engine: Engine) -> int:
-    """How many changes ``converge adopt`` would record: 0 when the store holds exactly Neutron's state."""
-    changes, _ = differences(engine, neutron_intent(conn))
-    return len(changes)
+def neutron_matches_intent(conn: Any, engine: Engine) -> list[str]:
+    """The changes ``converge adopt`` would record, described: none when the store holds exactly Neutron's
+    state."""
+    found = neutron_intent(conn)
+    changes, _ = differences(engine, found)
+    if not changes:
+        return []
+    with engine.connect() as db_conn:
+        stored = {(r.kind, r.id): r.attributes for r in db_conn.execute(
+            select(desired.c.kind, desired.c.id, desired.c.attributes)
+            .where(desired.c.id.in_([c.id for c in changes[:20]])))}
+    out = []
+    for change in changes[:5]:
+        key = (change.kind.value, change.id)
+        if change.op.value == "delete":
+            out.append(f"{key[0]} {key[1]} is in the store, not in Neutron")
+        elif key not in stored:
+            out.append(f"{key[0]} {key[1]} is in Neutron, not in the store: {change.attributes_json()[:300]}")
+        else:
+            mine = json.loads(stored[key])
+            theirs = dict(change.attributes or {})
+            diff = {f: (theirs.get(f), mine.get(f)) for f in sorted(set(mine) | set(theirs))
+                    if mine.get(f) != theirs.get(f)}
+            out.append(f"{key[0]} {key[1]} differs (neutron, store): {diff}")
+    return out
 
 
 def journal_depth(engine: Engine) -> int:
@@ -477,10 +499,9 @@ class Chaos:
                 last = [f"cannot compare yet: {type(err).__name__}: {err}"]
                 time.sleep(1)
                 continue
-            if depth == 0 and off == 0 and not roots_off:
+            if depth == 0 and not off and not roots_off:
                 return True, []
-            last = [f"journal {depth}, Neutron vs intent {off} changes, roots differing on the controller "
-                    f"{roots_off[:5]}"]
+            last = [f"journal {depth}, Neutron vs intent: {off}, roots differing on the controller {roots_off[:5]}"]
             time.sleep(0.5)
         return False, last
 

@@ -17,6 +17,7 @@ from memory_support import assert_in_step, change, record
 from sqlalchemy.engine import Engine
 
 from converge.core.ids import RootId, WorkerId
+from converge.engine.membership import owner
 from converge.engine.worker import Worker, WorkerConfig
 from converge.store.leases import LeaseTiming
 from converge.testing.clock import FakeClock
@@ -90,3 +91,65 @@ def test_the_sweep_marks_differing_roots_suspect_and_a_repair_clears_them(engine
     assert a.suspect == set() and a.needs_repair == set()
     assert_in_step(engine, backend, ROOTS[1])
     a.shutdown()
+
+
+def test_roots_handed_over_are_taken_at_the_next_membership_look(engine: Engine) -> None:
+    backend = MemoryBackend()
+    timing = LeaseTiming(duration=60.0, renew_every=20.0, renew_deadline=40.0)
+    clock_a, clock_b = FakeClock(), FakeClock()
+    a = worker(engine, backend, "worker-a", clock_a, timing)
+    fill(engine)
+    assert a.run_until_idle(10) and set(a.held) == set(ROOTS)
+    b = worker(engine, backend, "worker-b", clock_b, timing)
+    b.step()  # B joins (its renewal is now 20 s away)
+    clock_a.advance(0.5)
+    a.step()  # A sees B at its membership look and hands B its share
+    given = {r for r in ROOTS if r not in a.held}
+    assert given, "rendezvous gave B nothing: pick other names"
+    clock_b.advance(0.5)
+    b.step()
+    assert set(b.held) == given, "the roots A handed over stayed unheld until B's next renewal"
+    a.shutdown()
+    b.shutdown()
+
+
+def test_children_waiting_for_another_workers_root_go_as_soon_as_it_is_repaired(engine: Engine) -> None:
+    """A project's subnet names a network of a root another worker holds; both drift. The project's worker
+    holds the subnet back while that root is suspect, and sends it at its next membership look after the
+    other worker repaired the root, not at its own next sweep (an hour away here)."""
+    backend = MemoryBackend()
+    timing = LeaseTiming(duration=60.0, renew_every=20.0, renew_deadline=40.0)
+    clock_a, clock_b = FakeClock(), FakeClock()
+    a = worker(engine, backend, "worker-a", clock_a, timing)
+    b = worker(engine, backend, "worker-b", clock_b, timing)
+    a.step()
+    b.step()
+    clock_a.advance(0.5)
+    a.step()  # A sees B
+    live = sorted([a.id, b.id])
+    assert a.live == b.live == live
+    shared = next(f"shared-{i}" for i in range(100) if owner(f"shared-{i}", live) == a.id)
+    project = next(f"project-{i}" for i in range(100) if owner(f"project-{i}", live) == b.id)
+    record(engine, change(shared, "network", "ext", name="ext"),
+           change(project, "subnet", "s1", network_id="ext", cidr="10.0.0.0/24"))
+    for _ in range(3):
+        a.step()
+        b.step()
+    assert_in_step(engine, backend, shared)
+    assert_in_step(engine, backend, project)
+    backend.state.pop(("network", "ext"))  # both lost behind Converge's back, no event
+    backend.state.pop(("subnet", "s1"))
+    a._sweep()
+    b._sweep()
+    assert b.suspect == {RootId(shared), RootId(project)}
+    assert set(a.held) == {shared} and set(b.held) == {project}
+    b.step()  # the project's repair: the subnet waits for its network
+    assert ("subnet", "s1") not in backend.state
+    a.step()  # the shared root is repaired
+    assert_in_step(engine, backend, shared)
+    clock_b.advance(0.5)
+    b.step()
+    assert_in_step(engine, backend, project)
+    assert b.suspect == set()
+    a.shutdown()
+    b.shutdown()

@@ -204,6 +204,10 @@ class Workload:
             return [self._delete(root, self.rng.choice(fips))]
         return [self._port(root)]
 
+    def count(self, kind: Kind) -> int:
+        """How many objects of ``kind`` the changes yielded so far leave."""
+        return sum(1 for k, _ in self._emitted if k == kind.value)
+
     def desired(self) -> dict[tuple[str, str], tuple[str, dict[str, Any], int]]:
         """What the changes yielded so far add up to: (kind, id) -> (root, attributes, revision)."""
         return {key: (root, copy.deepcopy(attrs), rev) for key, (root, attrs, rev) in self._emitted.items()}

@@ -296,12 +296,37 @@ class Worker:
 
     def _check_membership(self, now: float) -> None:
         """Between maintenances: if a worker joined or left (a clean stop deletes its heartbeat), maintain
-        now, so its roots move at once rather than at the next renewal."""
+        now, so its roots move at once rather than at the next renewal; and take the free roots rendezvous
+        hashing gives this worker (another one just handed them over)."""
         self._next_membership = now + self.config.membership_interval
         within = self.config.lease.duration
         live = self._on_poll_connection(lambda conn: leases.live_workers(conn, within=within))
         if sorted({*live, self.id}) != self.live:
             self._maintain(now)
+            return
+        free = [r for r in self._on_poll_connection(leases.free_roots)
+                if r not in self.held and owner(r, self.live) == self.id]
+        if free:
+            self._take(free, self.clock.monotonic())
+        self._recheck_suspects()
+
+    def _recheck_suspects(self) -> None:
+        """Another worker's root found differing stays suspect until this worker's next sweep; its children
+        here wait meanwhile. Look again now (one ETag per such root, only while there are some): a root
+        its owner repaired is released at once, and so are the children waiting for it."""
+        foreign = sorted(r for r in self.suspect if r not in self.held)
+        if not foreign:
+            return
+        try:
+            remote = {r: self.backend.root_etag(r) for r in foreign}
+            acked = self._on_poll_connection(lambda conn: sorted(sync.acked_of(conn, foreign).items()))
+        except ConvergeError as err:
+            log.debug("worker %s: cannot look at suspect roots now: %s", self.id, err)
+            return
+        fixed = {r for r, etag in acked if remote.get(r) == etag}
+        if fixed:
+            self.suspect -= fixed
+            self._parents_moved = True  # children waiting for them go now
 
     def _maintain(self, now: float) -> None:
         timing = self.config.lease

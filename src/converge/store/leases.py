@@ -97,6 +97,11 @@ class Holding:
     expires_in: float | None  # seconds from now on the database's clock; negative: expired
 
 
+def free_roots(conn: Connection) -> list[RootId]:
+    """Roots no worker holds (released by a worker that handed them over or stopped); uses the owner index."""
+    return [RootId(r.root) for r in conn.execute(select(roots.c.root).where(roots.c.owner.is_(None)))]
+
+
 def overview(conn: Connection) -> list[Holding]:
     """Every root with its holder and when its lease ends: what maintenance plans takeovers with."""
     rows = conn.execute(select(roots.c.root, roots.c.owner, roots.c.expires_at - db_now()))

@@ -193,6 +193,12 @@ def all_acked(conn: Connection) -> dict[RootId, int]:
     return {RootId(r.root): int(r.acked, 16) for r in conn.execute(select(roots.c.root, roots.c.acked))}
 
 
+def acked_of(conn: Connection, names: Iterable[RootId]) -> dict[RootId, int]:
+    wanted = sorted(set(names))
+    rows = conn.execute(select(roots.c.root, roots.c.acked).where(roots.c.root.in_(wanted)))
+    return {RootId(r.root): int(r.acked, 16) for r in rows}
+
+
 def commit_outcome(conn: Connection, lease: Lease, outcome: Outcome) -> None:
     """Under the lease: store the acknowledged fingerprint, statuses, and delete the drained journal rows.
 
