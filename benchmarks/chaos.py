@@ -460,6 +460,8 @@ class Chaos:
         took = time.monotonic() - stopped
         calls = [c for cl in self.clients for c in cl.ledger.calls[before[id(cl)]:]]
         during = [c for c in calls if fault_from <= c.started <= fault_to]
+        # A 4xx is the workload's own doing (a conflict between its calls), not the fault's: counted apart.
+        refused = [c for c in during if not c.ok and c.status is not None and 400 <= c.status < 500]
         ok = [c for c in during if c.ok]
         latencies = sorted(c.took for c in during if c.ok)
         problems += answered_calls_hold(self.admin, self.clients)
@@ -470,12 +472,13 @@ class Chaos:
         changed = sum(1 for c in calls if c.ok)
         figures = {
             "calls (all / during the fault)": f"{len(calls)} / {len(during)}",
-            "success during the fault": f"{100 * len(ok) / max(1, len(during)):.1f} %",
+            "success during the fault": f"{100 * len(ok) / max(1, len(during) - len(refused)):.1f} % "
+                                        f"(and {len(refused)} 4xx answers to the workload's own conflicts)",
             "latency during the fault p50 / p99": (f"{1000 * statistics.median(latencies):.0f} / "
                                                    f"{1000 * latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms"
                                                    if latencies else "-"),
-            "failures by kind": Counter(f"{c.status or '-'} {(c.error or '')[:40]}" for c in during
-                                        if not c.ok).most_common(3),
+            "failures by kind": Counter(f"{c.op}: {c.status or '-'} {(c.error or '')[:60]}" for c in during
+                                        if not c.ok).most_common(4),
             "converged after the workload stopped": f"{took:.1f} s" if converged else f"NOT within {took:.0f} s",
             "takeover after the worker fault": f"{self.takeover:.2f} s" if self.takeover is not None else "-",
             "operations applied / 2xx calls": f"{applied} / {changed}",
