@@ -130,3 +130,30 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pids: list[int]) -> set[int]:
+    """``pids`` and every process below them (from ``ps``)."""
+    rows = [line.split() for line in subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True,
+                                                     text=True).stdout.splitlines()[1:]]
+    children: dict[int, list[int]] = {}
+    for pid, parent in rows:
+        children.setdefault(int(parent), []).append(int(pid))
+    out, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK

@@ -28,11 +28,19 @@ DATABASE = "neutron"
 
 
 class ScaleOut:
+    """``baseline=True``: the same two API servers with the no-op mechanism driver (``converge_noop``) and
+    no L3 plugin of Converge's, no sync worker, no agent, no controller — what a benchmark compares with.
+    ``galera``: share a running cluster (each ScaleOut then needs its own ``database``); it is not stopped."""
+
     def __init__(self, workdir: Path, *, lease_duration: float = 6.0, sweep_interval: float = 2.0,
-                 api_processes: int = 2) -> None:
+                 api_processes: int = 2, baseline: bool = False, galera: GaleraCluster | None = None,
+                 database: str = DATABASE) -> None:
         self.workdir = Path(workdir).resolve()
-        self.galera = GaleraCluster(self.workdir / "galera", nodes=3)
+        self._own_galera = galera is None
+        self.galera = galera or GaleraCluster(self.workdir / "galera", nodes=3)
+        self.baseline = baseline
         self.fabric = FabricProcess(self.workdir / "fabric", faults=True)
+        self.database = database
         self.lease_duration = lease_duration
         self.sweep_interval = sweep_interval
         self.api_processes = api_processes
@@ -40,24 +48,30 @@ class ScaleOut:
         self.agent: Daemon | None = None
 
     def _stack(self, n: int) -> NeutronStack:
+        common: dict[str, Any] = {"mariadb": self.galera.node(n), "database": self.database,
+                                  "new_database": n == 1, "processes": self.api_processes}
+        if self.baseline:
+            return NeutronStack(self.workdir / f"neutron{n}", mechanism_drivers=["converge_noop"],
+                                periodic_workers=False, **common)
         converge = {"controller_urls": self.fabric.url, "token": self.fabric.token,
                     "sweep_interval": self.sweep_interval, "poll_interval": 0.05,
                     "lease_duration": self.lease_duration}
-        return NeutronStack(self.workdir / f"neutron{n}", mariadb=self.galera.node(n), database=DATABASE,
-                            new_database=n == 1, mechanism_drivers=["converge"],
-                            service_plugins=["converge_router"], processes=self.api_processes,
-                            config={"converge": converge},
-                            ml2_config={"ml2": {"extension_drivers": "port_security,converge"}})
+        return NeutronStack(self.workdir / f"neutron{n}", mechanism_drivers=["converge"],
+                            service_plugins=["converge_router"], config={"converge": converge},
+                            ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}, **common)
 
     def start(self) -> ScaleOut:
         try:
-            self.fabric.start()
-            self.galera.start()
+            if not self.baseline:
+                self.fabric.start()
+            if self._own_galera:
+                self.galera.start()
             for n in (1, 2):
                 stack = self._stack(n)
                 self.stacks.append(stack)
                 stack.start()
-            self.start_agent()
+            if not self.baseline:
+                self.start_agent()
         except BaseException:
             self.stop()
             raise
@@ -66,8 +80,8 @@ class ScaleOut:
     def agent_config(self) -> Path:
         """The first stack's ``neutron.conf`` with the third node as its database."""
         first = self.stacks[0]
-        text = first.neutron_conf.read_text().replace(self.galera.node(1).url(DATABASE),
-                                                      self.galera.node(3).url(DATABASE))
+        text = first.neutron_conf.read_text().replace(self.galera.node(1).url(self.database),
+                                                      self.galera.node(3).url(self.database))
         path = self.workdir / "agent-neutron.conf"
         path.write_text(text)
         return path
@@ -89,7 +103,7 @@ class ScaleOut:
         return [stack.connection() for stack in self.stacks]
 
     def database_url(self, node: int = 1) -> str:
-        return self.galera.url(node, DATABASE)
+        return self.galera.url(node, self.database)
 
     def kill_api(self, n: int) -> None:
         """kill -9 of API server ``n``'s uWSGI master (its workers follow: no-orphans)."""
@@ -122,7 +136,8 @@ class ScaleOut:
                 stack.stop()
             self.fabric.stop()
         finally:
-            self.galera.stop()
+            if self._own_galera:
+                self.galera.stop()
 
     def __enter__(self) -> ScaleOut:
         return self.start()
