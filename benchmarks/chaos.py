@@ -52,7 +52,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from converge.core import canonical  # noqa: E402
-from converge.neutron.adopt import differences, neutron_intent  # noqa: E402
+from converge.neutron.adopt import attached_interfaces, differences, neutron_intent  # noqa: E402
 from converge.store import db  # noqa: E402
 from converge.store.schema import desired, journal, roots, workers  # noqa: E402
 from converge.testing.scaleout import ScaleOut  # noqa: E402
@@ -283,7 +283,7 @@ def intent_matches_controller(engine: Engine, fabric: Any) -> list[str]:
 def neutron_matches_intent(conn: Any, engine: Engine) -> list[str]:
     """The changes ``converge adopt`` would record, described: none when the store holds exactly Neutron's
     state."""
-    found = neutron_intent(conn)
+    found = neutron_intent(conn, attached=attached_interfaces(engine))
     changes, _ = differences(engine, found)
     if not changes:
         return []

@@ -32,6 +32,9 @@ from neutron_support import (
 )
 from openstack.connection import Connection
 
+from converge.neutron import adopt
+from converge.store import db
+from converge.store.schema import desired
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, owned
@@ -265,3 +268,38 @@ def waiting_for_ip(holder: sqlalchemy.Connection) -> bool:
     query = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
              "WHERE INFO LIKE 'INSERT INTO ipamallocations%' AND ID != CONNECTION_ID()")
     return bool(holder.execute(sqlalchemy.text(query)).scalar())
+
+
+def test_a_port_that_only_looks_like_an_interface_is_no_interface_for_adopt_either(cloud, stack):
+    """A process killed between Neutron creating an interface's port and linking it to the router (its
+    ``routerports`` row) leaves a port that only looks like an interface; the L3 plugin records no interface
+    for it, and neither must ``converge adopt`` / ``drift --neutron`` (seen in the chaos suite, where an
+    API server is killed mid-request)."""
+    project = "p-l3-orphan"
+    net = cloud.network.create_network(**owned(project, name="orphan"))
+    subnet = cloud.network.create_subnet(**owned(project, network_id=net.id, ip_version=4, cidr="10.77.0.0/24"))
+    router = cloud.network.create_router(**owned(project, name="orphan-edge"))
+    port = cloud.network.create_port(**owned(project, network_id=net.id, device_id=router.id,
+                                             device_owner="network:router_interface",
+                                             fixed_ips=[{"subnet_id": subnet.id}]))
+    engine = db.make_engine(stack.db_url)
+    try:
+        def recorded() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sqlalchemy.select(desired.c.kind).where(desired.c.id == port.id)).all() \
+                    == [("port",)]
+        wait_for(recorded)
+        found = adopt.neutron_intent(cloud, attached=adopt.attached_interfaces(engine))
+        mine = {k: c for k, c in found.items() if c.root == project}
+        changes, _ = adopt.differences(engine, mine)
+        assert [c for c in changes if c.op.value != "delete"] == [], changes
+        assert ("router_interface", port.id) not in found
+        naive = adopt.neutron_intent(cloud)  # without Neutron's routerports: taken for an interface
+        assert ("router_interface", port.id) in naive
+    finally:
+        engine.dispose()
+        cloud.network.update_port(port, device_owner="", device_id="")  # an interface port cannot be deleted
+        cloud.network.delete_port(port)
+        cloud.network.delete_router(router)
+        cloud.network.delete_subnet(subnet)
+        cloud.network.delete_network(net)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from neutron.db.models import l3 as l3_models
 from sqlalchemy import select
 
 from converge.core.inifile import read_neutron_config
@@ -52,7 +53,15 @@ def pages(cloud: Any, collection: str) -> Iterator[dict[str, Any]]:
         marker = items[-1]["id"]
 
 
-def neutron_intent(cloud: Any, progress: Any = None) -> dict[Key, Change]:
+def attached_interfaces(engine: Any) -> set[str]:
+    """Ports Neutron linked to a router (its ``routerports`` rows, read from Neutron's database). A port that
+    only looks like an interface — a process died between Neutron creating it and linking it, so Neutron's
+    own clean-up never ran — is no interface, and the L3 plugin never recorded one for it."""
+    with engine.connect() as conn:
+        return {str(r[0]) for r in conn.execute(select(l3_models.RouterPort.port_id))}
+
+
+def neutron_intent(cloud: Any, progress: Any = None, attached: set[str] | None = None) -> dict[Key, Change]:
     """What the driver and the L3 plugin would have recorded for every resource Neutron holds now.
 
     Routers and router interfaces are documented by the plugin's own functions (``l3.router_document``,
@@ -60,7 +69,8 @@ def neutron_intent(cloud: Any, progress: Any = None) -> dict[Key, Change]:
     that port's subnets, an interface with its port's subnets. Both come from the listings read here
     anyway — every subnet (cidr, gateway_ip), every port (an administrator's listing holds the gateway
     ports, which belong to no project) — so no request is made per router; routers are documented once
-    every port and subnet has been read."""
+    every port and subnet has been read. ``attached``: the ports Neutron linked to a router
+    (:func:`attached_interfaces`); a port not among them is not taken for an interface."""
     found: dict[Key, Change] = {}
     subnets: dict[str, l3.Subnet] = {}
     gateways: dict[str, dict[str, Any]] = {}  # router id → its gateway port
@@ -77,7 +87,7 @@ def neutron_intent(cloud: Any, progress: Any = None) -> dict[Key, Change]:
                 subnets[item["id"]] = l3.Subnet(item["cidr"], item["gateway_ip"])
             elif kind is Kind.PORT and l3.is_gateway(item):
                 gateways[item["device_id"]] = item
-            elif kind is Kind.PORT and l3.is_interface(item):
+            elif kind is Kind.PORT and l3.is_interface(item) and (attached is None or item["id"] in attached):
                 interfaces.append(item)
             if progress:
                 progress()
@@ -144,7 +154,7 @@ def main(argv: list[str], *, command: str = "adopt") -> int:
     cloud = connect(args)
     with Progress(console=err, disable=args.json) as bar:
         task = bar.add_task("reading Neutron", total=None)
-        found = neutron_intent(cloud, lambda: bar.advance(task))
+        found = neutron_intent(cloud, lambda: bar.advance(task), attached_interfaces(engine))
         changes, same = differences(engine, found)
         if write and changes:
             rec = bar.add_task("recording intent", total=len(changes))
