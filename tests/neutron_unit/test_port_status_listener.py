@@ -54,10 +54,12 @@ class TestPortStatusListener(ConvergeLoaded, ml2_tests.Ml2PluginV2TestCase):
 
             listener = PortStatusListener(backend)
             listener.start()  # connects, and resynchronises the ports Converge still blocks
+            self.assertTrue(listener.wait_idle())
             self.assertEqual("ACTIVE", self._show("ports", missed["id"])["port"]["status"])
             self.assertEqual("DOWN", self._show("ports", live["id"])["port"]["status"])
 
             backend.set_port_status(live["id"], PortStatus.UP)  # while following: completed at once
+            self.assertTrue(listener.wait_idle())
             self.assertEqual("ACTIVE", self._show("ports", live["id"])["port"]["status"])
             self.assertEqual("DOWN", self._show("ports", quiet["id"])["port"]["status"])
             self.assertEqual(1, len(self._blocked()))  # only the quiet port is still held DOWN
@@ -82,6 +84,7 @@ class TestPortStatusListener(ConvergeLoaded, ml2_tests.Ml2PluginV2TestCase):
                 backend.state[key] = dataclasses.replace(backend.state[key], status=PortStatus.UP)  # event spent
                 self.assertEqual("DOWN", self._show("ports", port["id"])["port"]["status"])
                 listener.resync()
+                self.assertTrue(listener.wait_idle())
                 self.assertEqual("ACTIVE", self._show("ports", port["id"])["port"]["status"])
                 self.assertEqual(0, len(self._blocked()))
         finally:

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 from converge.core.ids import RootId, WorkerId
 from converge.engine.membership import owner
 from converge.engine.worker import Worker, WorkerConfig
-from converge.store.leases import LeaseTiming
+from converge.store import leases
+from converge.store.leases import Lease, LeaseTiming
 from converge.testing.clock import FakeClock
 from converge.testing.memory import MemoryBackend
 
@@ -153,3 +154,44 @@ def test_children_waiting_for_another_workers_root_go_as_soon_as_it_is_repaired(
     assert b.suspect == set()
     a.shutdown()
     b.shutdown()
+
+
+def test_a_step_that_fails_mid_run_leaves_no_root_stuck_in_its_pass(engine: Engine) -> None:
+    """A root the queue handed out must end its pass even if the step fails around it: left active, it would
+    never be handed out again while this worker keeps renewing its lease."""
+    backend = MemoryBackend()
+    clock = FakeClock()
+    a = Worker(engine, backend, WorkerConfig(poll_interval=0.01, sweep_interval=3600.0, concurrency=2,
+                                             lease=LeaseTiming(duration=60.0, renew_every=20.0, renew_deadline=40.0)),
+               worker_id=WorkerId("worker-a"), clock=clock)
+    a.step()
+    fill(engine)
+
+    def broken(now: float) -> None:
+        raise RuntimeError("a bug in maintenance")
+
+    a._next_maintain = clock.monotonic() + 1.0  # not due when the step starts...
+    backend.before_next_apply(lambda: clock.advance(2.0))  # ... but during the first pass
+    a._maintain = broken  # type: ignore[method-assign]
+    a._acquire = lambda roots, now: [a.held.setdefault(RootId(r), lease) for r, lease in  # type: ignore[method-assign]
+                                     zip(roots, take_all(engine, roots), strict=True)]
+    try:
+        a.step()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the broken maintenance did not fail the step")
+    assert not a.queue._active, "roots stuck in a pass that ended"
+    del a._maintain, a._acquire
+    clock.advance(30.0)
+    assert a.run_until_idle(10)
+    for root in ROOTS:
+        assert_in_step(engine, backend, root)
+    a.shutdown()
+
+
+def take_all(engine: Engine, roots: list[RootId]) -> list[Lease]:
+    with engine.begin() as conn:
+        leases.ensure_roots(conn, roots)
+        taken = leases.acquire_many(conn, roots, WorkerId("worker-a"), 60.0)
+    return [taken[r] for r in roots]

@@ -227,28 +227,38 @@ class Worker:
         return worked
 
     def _run(self, todo: list[RootId]) -> bool:
-        """Reconcile ``todo`` (roots the queue handed out), ``concurrency`` at a time; settle each."""
+        """Reconcile ``todo`` (roots the queue handed out), ``concurrency`` at a time; settle each. Whatever
+        goes wrong, every root handed out ends its pass in the queue (a root left active would never be
+        handed out again while this worker renews its lease)."""
         worked = False
-        if self._pool is None:
-            for root in todo:
-                self._keep_leases()
-                worked |= self._settle(root, self._attempt(root))
-            return worked
-        queue = iter(todo)
+        left = list(reversed(todo))
         running: dict[Future[Result | BaseException], RootId] = {}
-        while True:
-            for root in queue:
-                running[self._pool.submit(self._attempt, root)] = root
-                if len(running) >= self.config.concurrency:
-                    break
-            if not running:
-                return worked
-            # Wake for maintenance too: leases are renewed on time however long a pass takes.
-            timeout = max(0.0, self._next_maintain - self.clock.monotonic())
-            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-            for fut in done:
-                worked |= self._settle(running.pop(fut), fut.result())
-            self._keep_leases()
+        try:
+            while left or running:
+                while left and (len(running) < self.config.concurrency or self._pool is None):
+                    root = left.pop()
+                    if self._pool is None:
+                        self._keep_leases()
+                        worked |= self._settle(root, self._attempt(root))
+                    else:
+                        running[self._pool.submit(self._attempt, root)] = root
+                if not running:
+                    continue
+                # Wake for maintenance too: leases are renewed on time however long a pass takes.
+                timeout = max(0.0, self._next_maintain - self.clock.monotonic())
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    worked |= self._settle(running.pop(fut), fut.result())
+                self._keep_leases()
+        finally:
+            for fut, root in running.items():
+                fut.result()  # passes in flight end first: one pass per root at a time
+                self.queue.done(root)
+                self.queue.add(root)
+            for root in left:
+                self.queue.done(root)
+                self.queue.add(root)
+        return worked
 
     def _poll(self) -> list[RootId]:
         """Roots with journal rows: the query an idle worker repeats every ``poll_interval``."""
