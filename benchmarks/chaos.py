@@ -54,7 +54,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from converge.core import canonical  # noqa: E402
 from converge.neutron.adopt import attached_interfaces, differences, neutron_intent  # noqa: E402
 from converge.store import db  # noqa: E402
-from converge.store.schema import desired, journal, roots, workers  # noqa: E402
+from converge.store.schema import desired, journal, roots, status, workers  # noqa: E402
 from converge.testing.scaleout import ScaleOut  # noqa: E402
 
 EXTERNAL_CIDR = "198.51.100.0/24"
@@ -506,7 +506,25 @@ class Chaos:
                 return True, []
             last = [f"journal {depth}, Neutron vs intent: {off}, roots differing on the controller {roots_off[:5]}"]
             time.sleep(0.5)
+        with contextlib.suppress(Exception):
+            last += self._diagnose(roots_off[:5])
         return False, last
+
+    def _diagnose(self, names: list[str]) -> list[str]:
+        """What the store says about roots that did not converge: their lease, failures, objects not synced."""
+        out = []
+        with self.engine.connect() as conn:
+            for r in conn.execute(select(roots.c.root, roots.c.owner, roots.c.epoch, roots.c.failures,
+                                         roots.c.last_error, roots.c.repair_requested)
+                                  .where(roots.c.root.in_(names))):
+                out.append(f"root {r.root}: owner {r.owner} epoch {r.epoch} failures {r.failures} "
+                           f"last error {r.last_error!r} repair requested {r.repair_requested}")
+            for r in conn.execute(select(status.c.root, status.c.kind, status.c.id, status.c.state, status.c.message)
+                                  .where(status.c.root.in_(names), status.c.state != "synced").limit(10)):
+                out.append(f"{r.root} {r.kind} {r.id}: {r.state} {r.message!r}")
+        live = {n: p for n, p in self.stack.pids().items()}
+        out.append(f"processes running: {sorted(live)}")
+        return out
 
     def _last_audit_seq(self) -> int:
         entries = self.stack.fabric.audit()
