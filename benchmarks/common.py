@@ -13,10 +13,12 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -29,6 +31,8 @@ from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.ovn import OvnControlPlane
 from converge.testing.processes import Daemon
+
+T = TypeVar("T")
 
 logging.basicConfig(level=logging.ERROR)  # the engine's warnings (drift found, ...) are expected here
 
@@ -157,3 +161,23 @@ def cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def concurrently(work: Callable[[T], object], items: Iterable[T]) -> None:
+    """``work(item)`` for every item, each in a thread of its own, all at once (benchmark clients); the first
+    error any of them raised is raised here, once all have ended."""
+    errors: list[BaseException] = []
+
+    def run(item: T) -> None:
+        try:
+            work(item)
+        except BaseException as err:  # noqa: BLE001 - raised below, in the caller's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

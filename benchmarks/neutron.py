@@ -2,6 +2,8 @@
 
 1. port-create latency with ``converge`` vs a no-op mechanism driver (``converge_noop``), two stacks on
    one MariaDB, creates interleaved one by one so both see the same machine load; the ratio of medians.
+   ``--clients 4`` interleaves bursts instead: per round, 4 clients each create ``--burst`` ports on
+   one stack, then on the other (the order decided as below);
    ``--order alternate`` (the default) creates with converge first in every pair; ``--order shuffled``
    flips a seeded coin per pair. Why the choice matters: the converge stack does work at a fixed delay
    after each create (the controller reports the port up 0.5 s after it arrives, and Neutron then turns
@@ -34,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
-from common import percentile, report  # noqa: E402
+from common import concurrently, percentile, report  # noqa: E402
 
 from converge.testing.fabric import FabricProcess  # noqa: E402
 from converge.testing.mariadb import MariaDB  # noqa: E402
@@ -59,6 +61,13 @@ def create_port(cloud, project: str, net: str) -> tuple[str, float]:
     return str(port.id), time.monotonic() - began
 
 
+def burst(clouds: list, net: str, per_client: int) -> list[float]:
+    """Each cloud (one per client) creates ``per_client`` ports, all clients at once; their latencies."""
+    took: list[float] = []  # list.append is atomic
+    concurrently(lambda cloud: took.extend(create_port(cloud, "bench", net)[1] for _ in range(per_client)), clouds)
+    return took
+
+
 def latency(work: Path, maria: MariaDB, fabric: FabricProcess, conf: dict, args: argparse.Namespace) -> None:
     if args.api_path_only:
         conf = {"converge": {**conf["converge"], "sync_workers": 0}}
@@ -70,15 +79,21 @@ def latency(work: Path, maria: MariaDB, fabric: FabricProcess, conf: dict, args:
         net_a, net_b = network(a, "bench", "10.0.0.0/20"), network(b, "bench", "10.0.0.0/20")
         for _ in range(10):  # warm both: the first calls of a worker load caches
             create_port(a, "bench", net_a), create_port(b, "bench", net_b)
+        # One connection per client: an openstacksdk connection is not for several threads at once.
+        clouds_a = [a] + [with_converge.connection() for _ in range(args.clients - 1)]
+        clouds_b = [b] + [baseline.connection() for _ in range(args.clients - 1)]
+        per_client = 1 if args.clients == 1 else args.burst
         lat_a, lat_b = [], []
         coin = random.Random(args.seed)
-        for _ in range(args.ports):
+        load_before = Path("/proc/loadavg").read_text().split()[0]
+        for _ in range(-(-args.ports // (args.clients * per_client))):
             converge_first = args.order == "alternate" or coin.random() < 0.5
             if not converge_first:
-                lat_b.append(create_port(b, "bench", net_b)[1])
-            lat_a.append(create_port(a, "bench", net_a)[1])
+                lat_b += burst(clouds_b, net_b, per_client)
+            lat_a += burst(clouds_a, net_a, per_client)
             if converge_first:
-                lat_b.append(create_port(b, "bench", net_b)[1])
+                lat_b += burst(clouds_b, net_b, per_client)
+        load_after = Path("/proc/loadavg").read_text().split()[0]
         ratio = statistics.median(lat_a) / statistics.median(lat_b)
 
         lag = [float("nan")]  # not measured without a sync worker
@@ -94,7 +109,10 @@ def latency(work: Path, maria: MariaDB, fabric: FabricProcess, conf: dict, args:
                 lag.append(time.monotonic() - answered)
             http.close()
         report("Neutron port create: converge vs no-op driver", {
-            "ports (each stack, interleaved)": args.ports,
+            "ports (each stack, interleaved)": len(lat_a),
+            "clients": "1 (one create per stack in turn)" if args.clients == 1 else
+                       f"{args.clients} concurrent, bursts of {args.clients} x {per_client} creates per stack",
+            "load average (1 min) before / after": f"{load_before} / {load_after}",
             "order in each pair": "converge first" if args.order == "alternate"
                                   else f"seeded coin flip (seed {args.seed})",
             "median with converge": f"{statistics.median(lat_a) * 1000:.1f} ms",
@@ -152,6 +170,10 @@ def main() -> None:
     ap.add_argument("--order", choices=["alternate", "shuffled"], default="alternate",
                     help="which stack creates first in each pair: always converge (default) or a seeded coin flip")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the coin flips of --order shuffled")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="concurrent clients per stack: 1 (default) creates one port per stack in turn; more "
+                         "runs rounds of one burst per stack, each client creating --burst ports")
+    ap.add_argument("--burst", type=int, default=5, help="creates per client per burst (with --clients > 1)")
     ap.add_argument("--api-path-only", action="store_true",
                     help="no sync worker in the converge stack: compare the API path alone (skips the lag part)")
     args = ap.parse_args()

@@ -1,47 +1,34 @@
 """CPU seconds per port create, per process of a Neutron stack: where a driver's cost goes.
 
-    .venv/bin/python benchmarks/neutron_cpu.py [--stacks converge-ovn,noop] [--ports 200] [--clients 4]
+    .venv/bin/python benchmarks/neutron_cpu.py [--stacks converge-ovn,converge-fabric,noop] [--ports 200] \
+        [--clients 4]
 
-Each stack (Converge on OVN: ``converge`` + ``converge_router``, ``[converge] backend = ovn``, its sync
-worker in ``neutron-periodic-workers``, OVN NB/SB/northd; or the no-op driver) is started on one MariaDB;
+Each stack is started on one MariaDB: Converge on OVN (``converge`` + ``converge_router``, ``[converge]
+backend = ovn``, its sync worker in ``neutron-periodic-workers``, OVN NB/SB/northd; no chassis, so its
+ports stay DOWN), Converge on the fabric controller (the same with ``backend = fabric`` and the controller
+as a process, as benchmarks/neutron.py runs it: the controller reports each port up 0.5 s after it
+arrives, and the sync worker's process then turns it ACTIVE through Neutron), or the no-op driver.
 ``--clients`` clients create ``--ports`` ports; the CPU time (user + system, from /proc) every process of
-the stack used meanwhile is printed per process kind and per port. Everything is stopped by PID.
+the stack used meanwhile, until the sync side is idle again, is printed per process kind and per port,
+with how many of the ports ended ACTIVE. Everything is stopped by PID.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine  # noqa: E402
+from common import TICK, concurrently, cpu, descendants, machine  # noqa: E402
 
+from converge.testing.fabric import FabricProcess  # noqa: E402
 from converge.testing.mariadb import MariaDB  # noqa: E402
 from converge.testing.neutron import NeutronStack, owned  # noqa: E402
 from converge.testing.ovn import OvnControlPlane  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def descendants(pids: list[int]) -> set[int]:
-    rows = [line.split() for line in subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True,
-                                                     text=True).stdout.splitlines()[1:]]
-    children: dict[int, list[int]] = {}
-    for pid, parent in rows:
-        children.setdefault(int(parent), []).append(int(pid))
-    out, todo = set(), list(pids)
-    while todo:
-        pid = todo.pop()
-        out.add(pid)
-        todo += children.get(pid, [])
-    return out
 
 
 def kind_of(pid: int) -> str:
@@ -51,33 +38,75 @@ def kind_of(pid: int) -> str:
         return "?"
     if "periodic" in text or text.startswith("neutron-server"):  # oslo.service renames its children
         return "neutron-periodic-workers (sync worker)"
+    if "converge.fabric" in text:
+        return "fabric controller"
     program = Path(text.split()[0]).name if text.split() else "?"
     if program.startswith("python") and len(text.split()) > 1:
         program = Path(text.split()[1]).name
     return program
 
 
-def cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+Controller = OvnControlPlane | FabricProcess
 
 
-def build(kind: str, work: Path, maria: MariaDB) -> tuple[NeutronStack, OvnControlPlane | None]:
+def build(kind: str, work: Path, maria: MariaDB) -> tuple[NeutronStack, Controller | None]:
+    ml2 = {"ml2": {"extension_drivers": "port_security,converge"}}
     if kind == "converge-ovn":
         ovn = OvnControlPlane(work / "ovn").start()
         return NeutronStack(work / "neutron", mariadb=maria, mechanism_drivers=["converge"],
                             service_plugins=["converge_router"], tenant_network_type="geneve",
                             config={"converge": {"backend": "ovn", "ovn_nb_connection": ovn.nb_tcp}},
-                            ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}), ovn
+                            ml2_config=ml2), ovn
+    if kind == "converge-fabric":
+        fabric = FabricProcess(work / "fabric", faults=False).start()
+        return NeutronStack(work / "neutron", mariadb=maria, mechanism_drivers=["converge"],
+                            service_plugins=["converge_router"], tenant_network_type="geneve",
+                            config={"converge": {"controller_urls": fabric.url, "token": fabric.token}},
+                            ml2_config=ml2), fabric
+    if kind != "noop":
+        raise SystemExit(f"unknown stack {kind!r}: converge-ovn, converge-fabric or noop")
     return NeutronStack(work / "neutron", mariadb=maria, mechanism_drivers=["converge_noop"],
                         service_plugins=["router"], tenant_network_type="geneve", periodic_workers=False), None
 
 
+def controller_pids(controller: Controller | None) -> list[int]:
+    if isinstance(controller, OvnControlPlane):
+        return list(controller.pids().values())
+    if isinstance(controller, FabricProcess):
+        return [controller.pid]
+    return []
+
+
+STATUS = ("Questions", "Com_commit", "Innodb_row_lock_waits", "Innodb_row_lock_time")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every process, every core), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK  # all but idle and iowait
+
+
+def db_status(maria: MariaDB) -> dict[str, int]:
+    """MariaDB's server-wide counters: statements, commits, row lock waits and their total ms."""
+    names = ",".join(f"'{n}'" for n in STATUS)
+    out = maria.sql(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})").stdout.decode()
+    return {name: int(value) for name, value in (line.split("\t") for line in out.splitlines()[1:])}
+
+
+def settle(pids: set[int], *, quiet: float = 0.1, window: float = 1.0, limit: float = 60.0) -> None:
+    """Wait (at least 3 s) until the stack's processes together use less than ``quiet`` of a core over
+    ``window`` seconds: the sync side has finished what the creates started (pushes, ports turned ACTIVE)."""
+    time.sleep(3)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = sum(cpu(p) for p in pids)
+        time.sleep(window)
+        if sum(cpu(p) for p in pids) - before < quiet * window:
+            return
+
+
 def measure(kind: str, work: Path, maria: MariaDB, ports: int, clients: int) -> None:
-    stack, ovn = build(kind, work, maria)
+    stack, controller = build(kind, work, maria)
     stack.start()
     try:
         cloud = stack.connection()
@@ -87,8 +116,10 @@ def measure(kind: str, work: Path, maria: MariaDB, ports: int, clients: int) -> 
             cloud.network.create_port(**owned("p1", network_id=net.id, name=f"w{i}", binding_host_id="compute-1"))
         time.sleep(3)
         roots = [p for p in [stack._api.pid if stack._api else 0, stack._periodic.pid if stack._periodic else 0,
-                             maria.pid, *(ovn.pids().values() if ovn else [])] if p]
+                             maria.pid, *controller_pids(controller)] if p]
         before = {p: cpu(p) for p in descendants(roots)}
+        counters = db_status(maria)
+        busy = machine_busy()
         began = time.monotonic()
 
         def client(c: int) -> None:
@@ -97,31 +128,37 @@ def measure(kind: str, work: Path, maria: MariaDB, ports: int, clients: int) -> 
                 conn.network.create_port(**owned("p1", network_id=net.id, name=f"c{c}-{i}",
                                                  binding_host_id="compute-1"))
 
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        concurrently(client, range(clients))
         wall = time.monotonic() - began
-        time.sleep(3)  # the sync side finishes what the creates started
+        settle(descendants(roots))
+        counted = {name: value - counters[name] for name, value in db_status(maria).items()}
+        busy = machine_busy() - busy
         by_kind: dict[str, float] = {}
         for pid in descendants(roots):
             by_kind[kind_of(pid)] = by_kind.get(kind_of(pid), 0.0) + cpu(pid) - before.get(pid, 0.0)
         made = (ports // clients) * clients
+        statuses = [p.status for p in cloud.network.ports(network_id=net.id)]
+        load = Path("/proc/loadavg").read_text().split()[:3]
         print(f"\n== {kind}: {made} ports by {clients} clients in {wall:.1f} s ({time.strftime('%Y-%m-%d %H:%M')}, "
-              f"{machine()})")
+              f"{machine()}; load average {' '.join(load)}); ACTIVE: {statuses.count('ACTIVE')} of {len(statuses)}")
         for name, seconds in sorted(by_kind.items(), key=lambda kv: -kv[1]):
             if seconds >= 0.05:
-                print(f"  {name:28s} {seconds:7.2f} s CPU  {seconds / made * 1000:6.1f} ms/port")
+                print(f"  {name:40s} {seconds:7.2f} s CPU  {seconds / made * 1000:6.1f} ms/port")
+        ours = sum(by_kind.values())
+        print(f"  the stack {ours:.1f} s CPU, the whole machine {busy:.1f} s (this benchmark's clients and anything "
+              f"else running: {busy - ours:.1f} s)")
+        print(f"  MariaDB: {counted['Questions'] / made:.1f} statements and {counted['Com_commit'] / made:.1f} "
+              f"commits per port, {counted['Innodb_row_lock_waits']} row lock waits "
+              f"({counted['Innodb_row_lock_time']} ms in all)")
     finally:
         stack.stop()
-        if ovn is not None:
-            ovn.stop()
+        if controller is not None:
+            controller.stop()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stacks", default="converge-ovn,noop")
+    ap.add_argument("--stacks", default="converge-ovn,converge-fabric,noop")
     ap.add_argument("--ports", type=int, default=200)
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
