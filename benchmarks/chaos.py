@@ -20,6 +20,9 @@ converge after the workload stopped, takeover time after a worker's death, opera
 
     .venv/bin/python benchmarks/chaos.py [--phase 30] [--faults all] [--seed 1]
 
+``--backend ovn`` runs the same against OVN's Northbound DB (NB stopped, wiped, rows deleted and edited
+with ovn-nbctl; NB keeps no audit log, so stale writes and operations are not counted there).
+
 Faults: galera-node, api-server, worker-kill, worker-stop, controller-down, controller-wipe, drift,
 together. ``tests/functional/test_chaos.py`` runs a subset with short phases.
 """
@@ -51,7 +54,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
+from converge.backends.base import Backend  # noqa: E402
+from converge.backends.fabric import FabricClient  # noqa: E402
+from converge.backends.ovn import OvnBackend  # noqa: E402
 from converge.core import canonical  # noqa: E402
+from converge.core.ids import RootId  # noqa: E402
 from converge.neutron.adopt import attached_interfaces, differences, neutron_intent  # noqa: E402
 from converge.store import db  # noqa: E402
 from converge.store.schema import desired, journal, roots, status, workers  # noqa: E402
@@ -262,22 +269,87 @@ def answered_calls_hold(conn: Any, clients: list[Client]) -> list[str]:
     return wrong
 
 
-def intent_matches_controller(engine: Engine, fabric: Any) -> list[str]:
+def intent_matches_controller(engine: Engine, backend: Backend) -> list[str]:
     """Roots whose controller ETag differs from the fingerprint of their desired objects."""
     digests: dict[str, list[int]] = {}
     with engine.connect() as conn:
         for row in conn.execute(select(desired.c.root, desired.c.digest)):
             digests.setdefault(row.root, []).append(int(row.digest, 16))
-    remote: dict[str, str] = {}
-    after = ""
-    while True:
-        page = fabric.get("/v1/roots", params={"limit": 1000, **({"after": after} if after else {})})
-        remote.update({r["root"]: r["etag"] for r in page["roots"]})
-        if not page.get("next"):
-            break
-        after = page["next"]
-    return [root for root, d in digests.items()
-            if remote.get(root, canonical.hex256(0)).strip('"') != canonical.hex256(canonical.combine(d))]
+    remote = {s.root: s.etag for s in backend.roots()}
+    return [root for root, d in digests.items() if remote.get(RootId(root), 0) != canonical.combine(d)]
+
+
+class FabricSide:
+    """The reference controller's faults and audit log."""
+
+    def __init__(self, stack: ScaleOut) -> None:
+        self.fabric = stack.fabric
+        self.backend: Backend = FabricClient([self.fabric.url], self.fabric.token, writer="chaos-check")
+
+    def down(self) -> None:
+        self.fabric.stop()
+
+    def up(self) -> None:
+        self.fabric.start()
+
+    def wipe(self) -> None:
+        self.fabric.admin("POST", "/v1/admin/wipe")
+
+    def drift(self) -> None:
+        self.fabric.admin("POST", "/v1/admin/drop", {"count": 50})
+        self.fabric.admin("POST", "/v1/admin/corrupt", {"count": 50})
+
+    def mark(self) -> int:
+        entries = self.fabric.audit()
+        return int(entries[-1]["seq"]) if entries else 0
+
+    def applied_since(self, mark: int) -> int | None:
+        return sum(int(e["operations"]) for e in self.fabric.audit(after=mark)
+                   if e["status"] == 200 and not str(e["writer"]).startswith("fault:"))
+
+    def stale_writes(self) -> list[str] | None:
+        return [f"stale write on {root}: {w}" for root, ws in self.fabric.stale_writes().items() for w in ws
+                if not w.after_wipe]
+
+
+class OvnSide:
+    """OVN's NB: stopped and started by PID, wiped, rows deleted and edited with ovn-nbctl. NB keeps no
+    audit log: stale writes are fenced by the marker rows' epochs (tested in test_ovn_backend.py) but not
+    counted here, nor the operations applied."""
+
+    def __init__(self, stack: ScaleOut) -> None:
+        assert stack.ovn is not None
+        self.ovn = stack.ovn
+        self.backend = OvnBackend([self.ovn.nb_tcp], timeout=30.0, writer="chaos-check")
+        deadline = time.monotonic() + 60
+        while not self.backend.connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def down(self) -> None:
+        self.ovn.stop_nb()
+
+    def up(self) -> None:
+        self.ovn.start_nb()
+
+    def wipe(self) -> None:
+        self.ovn.wipe_nb()
+
+    def drift(self) -> None:
+        names = self.ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+        picked = random.Random(7).sample(names, min(50, len(names)))
+        for name in picked[:len(picked) // 2]:
+            self.ovn.nbctl("lsp-del", name)
+        for i, name in enumerate(picked[len(picked) // 2:], 1):  # addresses NB accepts: unique ones
+            self.ovn.nbctl("lsp-set-addresses", name, f"fa:16:3e:ff:00:{i:02x} 10.255.0.{i}")
+
+    def mark(self) -> int:
+        return 0
+
+    def applied_since(self, mark: int) -> int | None:
+        return None
+
+    def stale_writes(self) -> list[str] | None:
+        return None
 
 
 def neutron_matches_intent(conn: Any, engine: Engine) -> list[str]:
@@ -334,6 +406,7 @@ class Chaos:
         self.phase_seconds = phase_seconds
         self.converge_timeout = converge_timeout
         self.engine = db.make_engine(stack.database_url(1))
+        self.side: FabricSide | OvnSide = OvnSide(stack) if stack.ovn is not None else FabricSide(stack)
         admin = stack.connections()[0]
         ext = admin.network.create_network(name="public", is_router_external=True, project_id="admin")
         admin.network.create_subnet(network_id=ext.id, ip_version=4, cidr=EXTERNAL_CIDR, project_id="admin",
@@ -401,9 +474,7 @@ class Chaos:
         def kill_api() -> None:
             s.kill_api(1)
 
-        def drift() -> None:
-            s.fabric.admin("POST", "/v1/admin/drop", {"count": 50})
-            s.fabric.admin("POST", "/v1/admin/corrupt", {"count": 50})
+        drift = self.side.drift
 
         def together() -> None:
             s.galera.kill(3)
@@ -425,10 +496,10 @@ class Chaos:
                                  worker_fault=True),
             "worker-stop": Phase("worker-stop: SIGSTOP of the sync worker holding the most roots, SIGCONT",
                                  stop_worker, cont_worker, worker_fault=True),
-            "controller-down": Phase("controller-down: the controller stopped, started again", s.fabric.stop,
-                                     s.fabric.start),
+            "controller-down": Phase("controller-down: the controller stopped, started again", self.side.down,
+                                     self.side.up),
             "controller-wipe": Phase("controller-wipe: every object and fence lost",
-                                     lambda: s.fabric.admin("POST", "/v1/admin/wipe")),
+                                     self.side.wipe),
             "drift": Phase("drift: 50 objects dropped and 50 corrupted behind Converge's back", drift, drifted=100),
             "together": Phase("together: node 3 killed, API server 1 killed, busiest worker stopped, 100 drifted",
                               together, together_lift, worker_fault=True, drifted=100),
@@ -439,7 +510,7 @@ class Chaos:
     def run_phase(self, phase: Phase) -> Outcome:
         self.takeover = None
         before = {id(c): len(c.ledger.calls) for c in self.clients}
-        audit_from = self._last_audit_seq()
+        audit_from = self.side.mark()
         third = self.phase_seconds / 3
         for client in self.clients:
             client.running.set()
@@ -447,6 +518,10 @@ class Chaos:
         fault_from = time.monotonic()
         phase.inject()
         time.sleep(third)
+        if phase.worker_fault:  # a stopped worker stays stopped until its roots moved (its lease ran out)
+            deadline = time.monotonic() + 3 * self.stack.lease_duration
+            while self.takeover is None and time.monotonic() < deadline:
+                time.sleep(0.1)
         if phase.lift is not None:
             phase.lift()
         fault_to = time.monotonic()
@@ -465,10 +540,8 @@ class Chaos:
         ok = [c for c in during if c.ok]
         latencies = sorted(c.took for c in during if c.ok)
         problems += answered_calls_hold(self.admin, self.clients)
-        stale = self.stack.fabric.stale_writes()
-        problems += [f"stale write on {root}: {w}" for root, ws in stale.items() for w in ws
-                     if not getattr(w, "after_wipe", False)]
-        applied = self._applied_since(audit_from)
+        problems += self.side.stale_writes() or []
+        applied = self.side.applied_since(audit_from)
         changed = sum(1 for c in calls if c.ok)
         figures = {
             "calls (all / during the fault)": f"{len(calls)} / {len(during)}",
@@ -481,10 +554,10 @@ class Chaos:
                                         if not c.ok).most_common(4),
             "converged after the workload stopped": f"{took:.1f} s" if converged else f"NOT within {took:.0f} s",
             "takeover after the worker fault": f"{self.takeover:.2f} s" if self.takeover is not None else "-",
-            "operations applied / 2xx calls": f"{applied} / {changed}",
+            "operations applied / 2xx calls": f"{applied if applied is not None else 'not audited'} / {changed}",
         }
         bound = 6 * changed + 3 * phase.drifted + 200
-        if "wipe" not in phase.name and applied > bound:
+        if "wipe" not in phase.name and applied is not None and applied > bound:
             problems.append(f"{applied} operations applied for {changed} calls: a resync?")
         if phase.worker_fault and self.takeover is None:
             problems.append("the worker's roots were not taken over")
@@ -497,7 +570,7 @@ class Chaos:
             try:
                 depth = journal_depth(self.engine)
                 off = neutron_matches_intent(self.admin, self.engine)
-                roots_off = intent_matches_controller(self.engine, self.stack.fabric)
+                roots_off = intent_matches_controller(self.engine, self.side.backend)
             except Exception as err:  # noqa: BLE001 - a node or the controller may still be coming back
                 last = [f"cannot compare yet: {type(err).__name__}: {err}"]
                 time.sleep(1)
@@ -526,18 +599,11 @@ class Chaos:
         out.append(f"processes running: {sorted(live)}")
         return out
 
-    def _last_audit_seq(self) -> int:
-        entries = self.stack.fabric.audit()
-        return int(entries[-1]["seq"]) if entries else 0
-
-    def _applied_since(self, seq: int) -> int:
-        return sum(int(e["operations"]) for e in self.stack.fabric.audit(after=seq)
-                   if e["status"] == 200 and not str(e["writer"]).startswith("fault:"))
-
 
 @contextlib.contextmanager
-def chaos(workdir: Path, *, phase_seconds: float, seed: int, lease: float = 6.0) -> Iterator[Chaos]:
-    with ScaleOut(workdir, lease_duration=lease) as stack:
+def chaos(workdir: Path, *, phase_seconds: float, seed: int, lease: float = 6.0,
+          backend: str = "fabric") -> Iterator[Chaos]:
+    with ScaleOut(workdir, lease_duration=lease, backend=backend) as stack:
         runner = Chaos(stack, phase_seconds=phase_seconds, seed=seed)
         try:
             yield runner
@@ -557,6 +623,8 @@ def main() -> None:
     ap.add_argument("--phase", type=float, default=30.0, help="seconds of workload per fault")
     ap.add_argument("--faults", default="all", help=f"comma-separated, of: {', '.join(ALL)}")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--backend", choices=["fabric", "ovn"], default="fabric",
+                    help="the controller: the reference fabric, or OVN's Northbound DB")
     ap.add_argument("--workdir", type=Path, help="keep every process's files and logs here (default: a temporary "
                                                    "folder, removed)")
     args = ap.parse_args()
@@ -564,7 +632,7 @@ def main() -> None:
     failed = False
     with (contextlib.nullcontext(str(args.workdir)) if args.workdir else
           tempfile.TemporaryDirectory(prefix="converge-chaos-")) as tmp, \
-            chaos(Path(tmp), phase_seconds=args.phase, seed=args.seed) as runner:
+            chaos(Path(tmp), phase_seconds=args.phase, seed=args.seed, backend=args.backend) as runner:
         for phase in runner.phases(names):
             outcome = runner.run_phase(phase)
             report(outcome.name, {**outcome.figures, "problems": outcome.problems or "none"})

@@ -4,7 +4,7 @@
 - two Neutron API servers under uWSGI, each on its own node (clients alternate between them, the way a
   load balancer would), each with its ``neutron-periodic-workers`` running Converge's sync worker;
 - one standalone agent (``converge sync run --config-file …``) on the third node;
-- the fabric controller (faults on).
+- the controller: the fabric controller (faults on), or OVN's NB/SB/northd (``backend="ovn"``).
 
 Everything listens on 127.0.0.1 and is stopped by its PID. ``benchmarks/chaos.py`` drives a workload and
 faults through it; ``tests/functional/test_chaos.py`` runs a subset in CI.
@@ -22,6 +22,7 @@ from typing import Any
 from converge.testing.fabric import FabricProcess
 from converge.testing.galera import GaleraCluster
 from converge.testing.neutron import NeutronStack
+from converge.testing.ovn import OvnControlPlane
 from converge.testing.processes import Daemon
 
 DATABASE = "neutron"
@@ -34,12 +35,14 @@ class ScaleOut:
 
     def __init__(self, workdir: Path, *, lease_duration: float = 6.0, sweep_interval: float = 2.0,
                  api_processes: int = 2, baseline: bool = False, galera: GaleraCluster | None = None,
-                 database: str = DATABASE) -> None:
+                 database: str = DATABASE, backend: str = "fabric") -> None:
         self.workdir = Path(workdir).resolve()
         self._own_galera = galera is None
         self.galera = galera or GaleraCluster(self.workdir / "galera", nodes=3)
         self.baseline = baseline
+        self.backend = backend
         self.fabric = FabricProcess(self.workdir / "fabric", faults=True)
+        self.ovn = OvnControlPlane(self.workdir / "ovn") if backend == "ovn" else None
         self.database = database
         self.lease_duration = lease_duration
         self.sweep_interval = sweep_interval
@@ -53,16 +56,22 @@ class ScaleOut:
         if self.baseline:
             return NeutronStack(self.workdir / f"neutron{n}", mechanism_drivers=["converge_noop"],
                                 periodic_workers=False, **common)
-        converge = {"controller_urls": self.fabric.url, "token": self.fabric.token,
-                    "sweep_interval": self.sweep_interval, "poll_interval": 0.05,
-                    "lease_duration": self.lease_duration}
+        converge: dict[str, object] = {"sweep_interval": self.sweep_interval, "poll_interval": 0.05,
+                                       "lease_duration": self.lease_duration}
+        if self.ovn is not None:
+            converge |= {"backend": "ovn", "ovn_nb_connection": self.ovn.nb_tcp}
+            common["tenant_network_type"] = "geneve"
+        else:
+            converge |= {"controller_urls": self.fabric.url, "token": self.fabric.token}
         return NeutronStack(self.workdir / f"neutron{n}", mechanism_drivers=["converge"],
                             service_plugins=["converge_router"], config={"converge": converge},
                             ml2_config={"ml2": {"extension_drivers": "port_security,converge"}}, **common)
 
     def start(self) -> ScaleOut:
         try:
-            if not self.baseline:
+            if self.ovn is not None:
+                self.ovn.start()
+            elif not self.baseline:
                 self.fabric.start()
             if self._own_galera:
                 self.galera.start()
@@ -125,6 +134,8 @@ class ScaleOut:
             out["agent"] = self.agent.pid
         if self.fabric.running():
             out["fabric"] = self.fabric.pid
+        if self.ovn is not None:
+            out |= {f"ovn-{name}": pid for name, pid in self.ovn.pids().items()}
         return out
 
     def stop(self) -> None:
@@ -135,6 +146,8 @@ class ScaleOut:
             for stack in self.stacks:
                 stack.stop()
             self.fabric.stop()
+            if self.ovn is not None:
+                self.ovn.stop()
         finally:
             if self._own_galera:
                 self.galera.stop()
