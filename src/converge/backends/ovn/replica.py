@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ovs.db.idl import Idl
 from ovsdbapp.backend.ovs_idl.connection import OvsdbIdl
 
 from converge.backends.ovn.columns import CONTAINER_COLUMNS, MANAGED
@@ -126,6 +127,19 @@ class Replica:
         self.shared_touched = False  # the shared drop group or one of its ACLs changed: check them
 
     # -- notifications (IDL thread) ------------------------------------------------------------------
+    def forget_rows(self) -> None:
+        """The IDL dropped every row without a notification (a whole new dump follows: NB wiped or
+        replaced, or a server that did not know our last transaction). Forget what was derived from them;
+        every object known is recomputed after the dump, so one that did not come back leaves its root's
+        sum (drift seen) instead of being counted for ever."""
+        with self.lock:
+            self.dirty.update(self.held)
+            self.dirty.update(self.empty_of)
+            for mapping in (self.owner_of, self.table_of, self.rows_of, self.primary_of, self.shared,
+                            self.markers, self.marker_empties, self.empty_of, self.children, self.containers):
+                mapping.clear()
+            self.shared_touched = True
+
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         table = row._table.name
         with self.lock:
@@ -405,6 +419,12 @@ class NbIdl(OvsdbIdl):  # type: ignore[misc]
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         self.replica.notify(event, row, updates)
+
+    def _Idl__clear(self) -> None:  # noqa: N802 - overrides python-ovs's private Idl.__clear
+        """python-ovs empties its tables without a notification before a whole new dump: the replica
+        forgets its rows too (seen: a wiped NB left every object counted, so nothing was repaired)."""
+        Idl._Idl__clear(self)
+        self.replica.forget_rows()
 
     def cooperative_yield(self) -> None:
         """ovsdbapp sleeps 0 s per row parsed, for eventlet; plain threads gain nothing from it but
