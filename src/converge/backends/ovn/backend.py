@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -279,10 +280,24 @@ class OvnBackend:
     def on_available(self, callback: Callable[[], None]) -> None:
         self._available.append(callback)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the connection's thread, waiting at most ``timeout`` seconds: ovsdbapp's own ``stop()`` puts
+        its stop request in the transaction queue without a timeout, and blocked for ever when that queue
+        was full (seen under load in a test whose NB traffic a relay had held)."""
         self._closed.set()
+        conn = self._connection
         try:
-            self._connection.stop(timeout=5)
+            if not conn.is_running:
+                return
+            conn.is_running = False
+            try:
+                conn.txns.put(None, timeout=timeout)
+            except queue.Full:
+                log.warning("OVN NB connection: its thread did not take the stop request within %.0f s; it "
+                            "ends with the process", timeout)
+                return
+            if conn.thread is not None:
+                conn.thread.join(timeout)
         except Exception:  # stopping what never started
             log.debug("OVN NB connection stop failed", exc_info=True)
 
