@@ -21,7 +21,8 @@ sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from chaos import chaos  # noqa: E402
 
-pytestmark = [*MARKS, pytest.mark.galera]
+# The whole stack starts (~1 min), then three phases; on a loaded machine over 300 s (the suite's default).
+pytestmark = [*MARKS, pytest.mark.galera, pytest.mark.timeout(900)]
 
 
 def test_faults_one_at_a_time_then_together_lose_nothing_and_converge(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from converge.testing.fabric import FabricProcess
 from converge.testing.galera import GaleraCluster
 from converge.testing.neutron import owned
 
-pytestmark = [pytest.mark.galera, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.galera, pytest.mark.timeout(300)]
 
 T = TypeVar("T")
 _names = itertools.count()
