@@ -19,14 +19,13 @@ import itertools
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import cpu, descendants, report  # noqa: E402
+from common import concurrently, cpu, descendants, report  # noqa: E402
 
 from converge.testing.galera import GaleraCluster  # noqa: E402
 from converge.testing.neutron import owned  # noqa: E402
@@ -53,25 +52,14 @@ class Clients:
 
     def burst(self, per_client: int) -> list[float]:
         took: list[float] = []
-        errors: list[BaseException] = []
 
         def run(cycle: Any) -> None:
-            try:
-                for _ in range(per_client):
-                    began = time.monotonic()
-                    next(cycle).network.create_port(**owned("bench", network_id=self.net,
-                                                            binding_host_id="bench-host"))
-                    took.append(time.monotonic() - began)
-            except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
-                errors.append(err)
+            for _ in range(per_client):
+                began = time.monotonic()
+                next(cycle).network.create_port(**owned("bench", network_id=self.net, binding_host_id="bench-host"))
+                took.append(time.monotonic() - began)  # list.append is atomic
 
-        threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in self.cycles]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        concurrently(run, self.cycles)
         return took
 
 
