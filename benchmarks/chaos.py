@@ -57,12 +57,13 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from converge.backends.base import Backend  # noqa: E402
 from converge.backends.fabric import FabricClient  # noqa: E402
 from converge.backends.ovn import OvnBackend  # noqa: E402
-from converge.core import canonical  # noqa: E402
-from converge.core.ids import RootId  # noqa: E402
 from converge.neutron.adopt import attached_interfaces, differences, neutron_intent  # noqa: E402
 from converge.store import db  # noqa: E402
 from converge.store.schema import desired, journal, roots, status, workers  # noqa: E402
 from converge.testing.scaleout import ScaleOut  # noqa: E402
+
+sys.path.append(str(HERE))  # appended once Neutron's package is imported (see above)
+from common import differing_roots, report  # noqa: E402
 
 EXTERNAL_CIDR = "198.51.100.0/24"
 FAILED = object()
@@ -267,16 +268,6 @@ def answered_calls_hold(conn: Any, clients: list[Client]) -> list[str]:
             wrong += [f"{collection} {i} answered 2xx but is missing" for i in sorted(live - there)]
             wrong += [f"{collection} {i} deleted (2xx) but still there" for i in sorted(gone & there)]
     return wrong
-
-
-def intent_matches_controller(engine: Engine, backend: Backend) -> list[str]:
-    """Roots whose controller ETag differs from the fingerprint of their desired objects."""
-    digests: dict[str, list[int]] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(select(desired.c.root, desired.c.digest)):
-            digests.setdefault(row.root, []).append(int(row.digest, 16))
-    remote = {s.root: s.etag for s in backend.roots()}
-    return [root for root, d in digests.items() if remote.get(RootId(root), 0) != canonical.combine(d)]
 
 
 class FabricSide:
@@ -570,7 +561,7 @@ class Chaos:
             try:
                 depth = journal_depth(self.engine)
                 off = neutron_matches_intent(self.admin, self.engine)
-                roots_off = intent_matches_controller(self.engine, self.side.backend)
+                roots_off = differing_roots(self.engine, self.side.backend)
             except Exception as err:  # noqa: BLE001 - a node or the controller may still be coming back
                 last = [f"cannot compare yet: {type(err).__name__}: {err}"]
                 time.sleep(1)
@@ -616,9 +607,6 @@ ALL = ["galera-node", "api-server", "worker-kill", "worker-stop", "controller-do
 
 
 def main() -> None:
-    sys.path.append(str(HERE))
-    from common import report  # noqa: PLC0415 - after Neutron's package is imported (see HERE)
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phase", type=float, default=30.0, help="seconds of workload per fault")
     ap.add_argument("--faults", default="all", help=f"comma-separated, of: {', '.join(ALL)}")

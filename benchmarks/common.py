@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from converge.backends.base import Backend
 from converge.backends.fabric import FabricClient
 from converge.bench.workload import Workload
+from converge.core import canonical
 from converge.store import db, migrate
 from converge.store.intent import Change, record_many
+from converge.store.schema import desired
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
 from converge.testing.ovn import OvnControlPlane
@@ -181,3 +184,13 @@ def concurrently(work: Callable[[T], object], items: Iterable[T]) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def differing_roots(engine: Engine, backend: Backend) -> list[str]:
+    """Roots whose controller ETag is not the fingerprint of their desired objects (none: exact)."""
+    digests: dict[str, list[int]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(select(desired.c.root, desired.c.digest)):
+            digests.setdefault(row.root, []).append(int(row.digest, 16))
+    remote = {s.root: s.etag for s in backend.roots()}
+    return [root for root, d in digests.items() if remote.get(root, 0) != canonical.combine(d)]

@@ -29,12 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import report  # noqa: E402
+from common import differing_roots, report  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from converge.backends.fabric import FabricClient  # noqa: E402
 from converge.bench.workload import Workload  # noqa: E402
-from converge.core import canonical  # noqa: E402
 from converge.core.kinds import Kind  # noqa: E402
 from converge.store import db, migrate  # noqa: E402
 from converge.store.intent import record_many  # noqa: E402
@@ -54,14 +53,7 @@ def rss_mb(pid: int | None) -> float:
 
 
 def exact(engine, client: FabricClient) -> bool:  # type: ignore[no-untyped-def]
-    digests: dict[str, list[int]] = {}
-    if journal_depth(engine):
-        return False
-    with engine.connect() as conn:
-        for row in conn.execute(select(desired.c.root, desired.c.digest)):
-            digests.setdefault(row.root, []).append(int(row.digest, 16))
-    remote = {s.root: s.etag for s in client.roots()}
-    return all(remote.get(root, 0) == canonical.combine(d) for root, d in digests.items())
+    return not journal_depth(engine) and not differing_roots(engine, client)
 
 
 def journal_depth(engine) -> int:  # type: ignore[no-untyped-def]

@@ -20,21 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import report, rig  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-
-from converge.core import canonical  # noqa: E402
-from converge.store.schema import desired  # noqa: E402
+from common import differing_roots, report, rig  # noqa: E402
 
 
 def exact(r, client) -> bool:  # type: ignore[no-untyped-def]
-    digests: dict[str, list[int]] = {}
-    with r.engine.connect() as conn:
-        for row in conn.execute(select(desired.c.root, desired.c.digest)):
-            digests.setdefault(row.root, []).append(int(row.digest, 16))
-    wanted = {root: canonical.combine(d) for root, d in digests.items()}
-    remote = {s.root: s.etag for s in client.roots()}
-    return all(remote.get(root, 0) == fp for root, fp in wanted.items())
+    return not differing_roots(r.engine, client)
 
 
 def audit_after(fabric, seq: int) -> list[dict]:  # type: ignore[no-untyped-def]

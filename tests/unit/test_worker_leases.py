@@ -37,12 +37,19 @@ def fill(engine: Engine) -> None:
     record(engine, *[change(r, "network", f"n-{r}", name=r) for r in ROOTS])
 
 
+def holding_every_root(engine: Engine, backend: MemoryBackend, timing: LeaseTiming,
+                       clock: FakeClock | None = None) -> Worker:
+    """Worker A, alone, synced every root and holds them all."""
+    a = worker(engine, backend, "worker-a", clock or FakeClock(), timing)
+    fill(engine)
+    assert a.run_until_idle(10) and set(a.held) == set(ROOTS)
+    return a
+
+
 def test_a_clean_stop_hands_every_root_over_at_the_next_membership_look(engine: Engine) -> None:
     backend = MemoryBackend()
     timing = LeaseTiming(duration=60.0, renew_every=20.0, renew_deadline=40.0)
-    a = worker(engine, backend, "worker-a", FakeClock(), timing)
-    fill(engine)
-    assert a.run_until_idle(10) and set(a.held) == set(ROOTS)
+    a = holding_every_root(engine, backend, timing)
     clock_b = FakeClock()
     b = worker(engine, backend, "worker-b", clock_b, timing)
     b.step()  # B joins: A holds every root, unexpired
@@ -61,9 +68,7 @@ def test_a_clean_stop_hands_every_root_over_at_the_next_membership_look(engine: 
 def test_a_dead_workers_roots_are_taken_when_its_leases_expire_work_or_not(engine: Engine) -> None:
     backend = MemoryBackend()
     timing = LeaseTiming(duration=1.0, renew_every=30.0, renew_deadline=0.6)
-    a = worker(engine, backend, "worker-a", FakeClock(), timing)
-    fill(engine)
-    assert a.run_until_idle(10) and set(a.held) == set(ROOTS)
+    holding_every_root(engine, backend, timing)  # then A dies
     # A dies (kill -9): no shutdown, no more renewals. B joins while A's leases still run.
     clock_b = FakeClock()
     b = worker(engine, backend, "worker-b", clock_b, timing)
@@ -98,9 +103,7 @@ def test_roots_handed_over_are_taken_at_the_next_membership_look(engine: Engine)
     backend = MemoryBackend()
     timing = LeaseTiming(duration=60.0, renew_every=20.0, renew_deadline=40.0)
     clock_a, clock_b = FakeClock(), FakeClock()
-    a = worker(engine, backend, "worker-a", clock_a, timing)
-    fill(engine)
-    assert a.run_until_idle(10) and set(a.held) == set(ROOTS)
+    a = holding_every_root(engine, backend, timing, clock_a)
     b = worker(engine, backend, "worker-b", clock_b, timing)
     b.step()  # B joins (its renewal is now 20 s away)
     clock_a.advance(0.5)
