@@ -159,6 +159,31 @@ def test_children_waiting_for_another_workers_root_go_as_soon_as_it_is_repaired(
     b.shutdown()
 
 
+def test_a_repair_releases_children_waiting_for_it_at_once_not_after_blocked_retry(engine: Engine) -> None:
+    """One worker holds both roots; the shared root's network is lost and a project's new subnet names it.
+    The subnet waits (its parent's root is suspect); the shared root's repair releases it at the next step,
+    not ``blocked_retry`` (a minute here) later."""
+    backend = MemoryBackend()
+    clock = FakeClock()
+    a = Worker(engine, backend, WorkerConfig(poll_interval=0.01, sweep_interval=3600.0, concurrency=1,
+                                             blocked_retry=60.0, lease=LeaseTiming(duration=60.0, renew_every=20.0,
+                                                                                 renew_deadline=40.0)),
+               worker_id=WorkerId("worker-a"), clock=clock)
+    record(engine, change("shared", "network", "ext", name="ext"), change("project", "network", "n1", name="n1"))
+    assert a.run_until_idle(10) and set(a.held) == {"shared", "project"}
+    backend.drift("shared", "network", "ext", None)  # lost behind Converge's back, no event
+    a._sweep()
+    assert a.suspect == {RootId("shared")}
+    record(engine, change("project", "subnet", "s1", network_id="ext", cidr="10.0.0.0/24"))
+    a.step()  # the project's change first (the journal's oldest), then the shared root's repair
+    assert_in_step(engine, backend, "shared")
+    assert a.suspect == set()
+    assert ("subnet", "s1") not in backend.docs("project"), "the subnet was sent while its network was missing"
+    a.step()  # the clock has not moved: blocked_retry is a minute away
+    assert_in_step(engine, backend, "project")
+    a.shutdown()
+
+
 def test_a_step_that_fails_mid_run_leaves_no_root_stuck_in_its_pass(engine: Engine) -> None:
     """A root the queue handed out must end its pass even if the step fails around it: left active, it would
     never be handed out again while this worker keeps renewing its lease."""

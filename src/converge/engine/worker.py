@@ -484,8 +484,9 @@ class Worker:
         else:
             self.blocked.discard(root)
             self.stalled.discard(root)
-        if result.pushed:
-            self._parents_moved = True  # what this root synced may be what another root's objects wait for
+        if result.pushed or result.fixed:
+            # what this root synced or repaired may be what another root's objects wait for
+            self._parents_moved = True
         if self.on_reconciled:
             self.on_reconciled(root)
         return progressed
