@@ -34,8 +34,9 @@ from sqlalchemy.engine import Connection, Engine
 from converge.backends.base import Backend, Operation
 from converge.core import canonical
 from converge.core.clock import Clock, SystemClock
-from converge.core.errors import Fenced, LeaseLost, ObjectRejected, PreconditionFailed, TemporaryError
+from converge.core.errors import ConvergeError, Fenced, LeaseLost, ObjectRejected, PreconditionFailed, TemporaryError
 from converge.core.ids import RootId
+from converge.engine import metrics as m
 from converge.engine.plan import REFUSED_DELETE, Plan, make_plan, parent_keys
 from converge.engine.repair import repair_root
 from converge.store import leases, sync
@@ -75,8 +76,10 @@ class _Pass:
 
 class Reconciler:
     def __init__(self, engine: Engine, backend: Backend, *, batch_size: int = 500,
-                 journal_limit: int = 5000, clock: Clock | None = None) -> None:
+                 journal_limit: int = 5000, clock: Clock | None = None,
+                 metrics: m.WorkerMetrics | None = None) -> None:
         self.engine = engine
+        self.metrics = metrics or m.WorkerMetrics()
         self.backend = backend
         self.clock = clock or SystemClock()
         self.batch_size = batch_size
@@ -145,6 +148,8 @@ class Reconciler:
                 if p.repaired:
                     raise TemporaryError(f"root {root}: 412 again right after repair") from None
                 self._repair(p)
+        unsettled = plan.blocked.keys() | p.refused.keys()
+        self.metrics.applied(e.created_at for e in entries if (e.kind, e.id) not in unsettled)
         return Result(more=len(entries) >= self.journal_limit, blocked=len(plan.blocked), pushed=p.pushed,
                       repaired=p.repaired, fixed=p.fixed, lease=p.lease if p.moved else None)
 
@@ -204,6 +209,7 @@ class Reconciler:
         p.acked = result.acked
         p.repaired = True
         p.fixed += len(result.differing)
+        self.metrics.repaired(len(result.differing))
         new = [k for k in result.differing if k not in set(p.keys)]
         p.keys.extend(new)
         if new:
@@ -230,8 +236,7 @@ class Reconciler:
         if self.clock.monotonic() >= p.valid_until:
             raise LeaseLost(f"lease on root {p.lease.root} (epoch {p.lease.epoch}) was not renewed within "
                             "renew_deadline: no more writes with it")
-        outcome.acked = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk,
-                                           epoch=p.lease.epoch)
+        outcome.acked = self._apply(p, chunk)
         self._commit(p, outcome)
         p.pushed += len(chunk)
         for op in chunk:
@@ -249,6 +254,25 @@ class Reconciler:
             raise TemporaryError(f"root {p.lease.root}: unexpected ETag again right after repair")
         self._repair(p)
         return False
+
+    def _apply(self, p: _Pass, chunk: list[Operation]) -> int:
+        """One batch to the controller, counted by outcome."""
+        try:
+            etag = self.backend.apply(p.lease.root, if_match=p.acked, operations=chunk, epoch=p.lease.epoch)
+        except Fenced:  # a PreconditionFailed too: first
+            self.metrics.batch(m.FENCED)
+            raise
+        except PreconditionFailed:
+            self.metrics.batch(m.PRECONDITION_FAILED)
+            raise
+        except ObjectRejected:
+            self.metrics.batch(m.REFUSED)
+            raise
+        except ConvergeError:
+            self.metrics.batch(m.FAILED)
+            raise
+        self.metrics.batch(m.APPLIED, len(chunk))
+        return etag
 
     def _commit(self, p: _Pass, outcome: sync.Outcome) -> None:
         with self.engine.begin() as conn:

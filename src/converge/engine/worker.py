@@ -37,12 +37,13 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from converge.backends.base import Backend
+from converge.backends.base import Backend, EndpointHealth
 from converge.core.clock import Clock, SystemClock
 from converge.core.errors import ConvergeError, LeaseLost, RaceLost, TemporaryError
 from converge.core.ids import RootId, WorkerId
 from converge.engine.backoff import Backoff
 from converge.engine.membership import owner
+from converge.engine.metrics import Totals, WorkerMetrics
 from converge.engine.queue import RootQueue
 from converge.engine.reconciler import Reconciler, Result
 from converge.store import db, leases, sync
@@ -63,6 +64,7 @@ class WorkerConfig:
     backoff_cap: float = 30.0
     concurrency: int = 4  # roots reconciled at once: overlaps one root's HTTP wait with another's work
     membership_interval: float = 0.5  # how often to look who is alive between maintenances
+    summary_interval: float = 60.0  # how often to log one line of what was done (INFO)
 
 # After another worker's lease expires, look this long later (the database's clock and ours differ by
 # the statement's latency).
@@ -75,7 +77,7 @@ _FORGET_DEAD = 20
 class Worker:
     def __init__(self, engine: Engine, backend: Backend, config: WorkerConfig | None = None, *,
                  worker_id: WorkerId | None = None, clock: Clock | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, metrics: WorkerMetrics | None = None) -> None:
         self.engine = engine
         db.bound_waits(engine)
         self.backend = backend
@@ -84,8 +86,11 @@ class Worker:
         self.clock = clock or SystemClock()
         self.backoff = backoff or Backoff(self.config.backoff_base, self.config.backoff_cap)
         self.queue = RootQueue(self.clock, self.backoff)
+        self.metrics = metrics or WorkerMetrics()
+        self.metrics.watch(engine, self)  # gauges read when scraped (nothing runs until then)
         self.reconciler = Reconciler(engine, backend, batch_size=self.config.batch_size,
-                                     journal_limit=self.config.journal_limit, clock=self.clock)
+                                     journal_limit=self.config.journal_limit, clock=self.clock,
+                                     metrics=self.metrics)
         self.held: dict[RootId, Lease] = {}
         self.valid_until: dict[RootId, float] = {}  # local time after which a held lease is not written with
         self.blocked: set[RootId] = set()  # roots whose last pass left objects waiting for parents
@@ -97,6 +102,8 @@ class Worker:
         self._next_maintain = float("-inf")
         self._next_membership = float("-inf")
         self._last_sweep = float("-inf")
+        self._next_summary = self.clock.monotonic() + self.config.summary_interval
+        self._summarized = self.metrics.totals()
         self._last_try: dict[RootId, float] = {}
         self._started = time.time()
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="converge-root") \
@@ -115,6 +122,18 @@ class Worker:
     def failures(self) -> dict[RootId, int]:
         """Roots whose last passes failed, with how many in a row."""
         return self.queue.failing()
+
+    # What metrics read when scraped (another thread: plain reads of sizes).
+    @property
+    def held_count(self) -> int:
+        return len(self.held)
+
+    @property
+    def backing_off(self) -> int:
+        return len(self.queue.failing())
+
+    def health(self) -> list[EndpointHealth]:
+        return self.backend.health()
 
     # -- control -------------------------------------------------------------------------------------
     def nudge(self) -> None:
@@ -224,7 +243,21 @@ class Worker:
         if now - self._last_sweep >= self.config.sweep_interval:
             self._last_sweep = now
             self._sweep()
+        if now >= self._next_summary:
+            self._summarize(now)
         return worked
+
+    def _summarize(self, now: float) -> None:
+        """One INFO line every ``summary_interval``: what this worker did since the last one."""
+        self._next_summary = now + self.config.summary_interval
+        was, self._summarized = self._summarized, self.metrics.totals()
+        d = Totals(**{k: getattr(self._summarized, k) - getattr(was, k) for k in vars(was)})
+        if not (d.batches or d.repairs or d.lost):
+            return  # nothing happened: say nothing
+        log.info("worker %s: %d roots held; last %.0f s: %d operations applied in %d batches, %d refused, "
+                 "%d repairs (%d objects fixed), %d leases lost; %d roots backing off", self.id, len(self.held),
+                 self.config.summary_interval, d.applied, d.batches, d.refused, d.repairs, d.fixed, d.lost,
+                 self.backing_off)
 
     def _run(self, todo: list[RootId]) -> bool:
         """Reconcile ``todo`` (roots the queue handed out), ``concurrency`` at a time; settle each. Whatever
@@ -354,7 +387,7 @@ class Worker:
         for root in list(self.held):
             if root not in still or still[root] != self.held[root].epoch:
                 log.warning("worker %s lost the lease on root %s", self.id, root)
-                self._forget(root)
+                self._lost(root)
             elif owner(root, self.live) != self.id:
                 with db.translated(), self.engine.begin() as conn:
                     leases.release(conn, self.held[root])
@@ -380,6 +413,10 @@ class Worker:
             if root in self.held and root not in self.blocked:
                 self.blocked.add(root)
                 self.queue.add(root)
+
+    def _lost(self, root: RootId) -> None:
+        self.metrics.leases_lost.inc()
+        self._forget(root)
 
     def _forget(self, root: RootId) -> None:
         self.held.pop(root, None)
@@ -426,7 +463,8 @@ class Worker:
             self._last_try.pop(root, None)
             if delays[root] > 0:
                 self.queue.add_rate_limited(root, delays[root])
-        if len(taken) > 1:
+        self.metrics.leases_taken.inc(len(taken))
+        if taken:
             log.info("worker %s took %d roots", self.id, len(taken))
 
     # -- passes --------------------------------------------------------------------------------------
@@ -447,12 +485,13 @@ class Worker:
         """Turn a pass's outcome into queue calls: synced (forget failures), more (again now), blocked
         (again after ``blocked_retry``), lease lost (drop), race lost or temporary (rate limited), failed."""
         self.queue.done(root)
+        self.metrics.passes.labels(_outcome(outcome)).inc()
         lease = self.held.get(root)
         if lease is None:  # given up while the pass ran (lost, or handed over): its writes were fenced
             return False
         if isinstance(outcome, LeaseLost):
             log.warning("%s", outcome)
-            self._forget(root)
+            self._lost(root)
             return False
         if isinstance(outcome, RaceLost):  # another writer won a row: try again soon, jittered
             self._failed(root, lease, outcome.delay or self.backoff.jitter(0.5), str(outcome))
@@ -499,7 +538,7 @@ class Worker:
             with db.translated(), self.engine.begin() as conn:
                 sync.record_failure(conn, lease, failures=n, retry_in=wait, message=message)
         except LeaseLost:
-            self._forget(root)
+            self._lost(root)
         except ConvergeError as err:
             log.warning("root %s: could not record the failure: %s", root, err)
 
@@ -543,6 +582,10 @@ class Worker:
 
         The store is read before and after the controller: a root whose acknowledged ETag moved meanwhile
         was being written, not drifting."""
+        with self.metrics.sweep_seconds.time():
+            self._compare_all()
+
+    def _compare_all(self) -> None:
         try:
             with db.translated(), self.engine.connect() as conn:
                 before = sync.all_acked(conn)
@@ -568,3 +611,13 @@ class Worker:
 
 
 _T = TypeVar("_T")
+
+
+def _outcome(outcome: Result | BaseException) -> str:
+    """A pass's outcome as a metrics label, one of :data:`converge.engine.metrics.PASS_OUTCOMES`."""
+    if isinstance(outcome, Result):
+        return "blocked" if outcome.blocked else "synced"
+    for kind, label in ((LeaseLost, "lease_lost"), (RaceLost, "race_lost"), (TemporaryError, "temporary")):
+        if isinstance(outcome, kind):
+            return label
+    return "failed"

@@ -126,3 +126,26 @@ def object_detail(conn: Connection, kind: str, oid: str) -> dict[str, object]:
                      .order_by(journal.c.seq)).all()
     return {"desired": dict(d._mapping) if d else None, "status": dict(s._mapping) if s else None,
             "journal": [dict(r._mapping) for r in j]}
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The whole store's backlog at one moment (every root, every worker's): what metrics export."""
+
+    pending: int  # journal rows not drained yet
+    oldest_pending_age: float  # seconds; 0 when nothing is pending
+    errors: int  # objects the controller refused
+    blocked: int  # objects waiting for a parent (or for children to leave)
+
+
+def totals(conn: Connection) -> Totals:
+    """Three small aggregate reads: the journal's size and oldest row, and the objects not synced by state
+    (the status table's (root, state) index covers it)."""
+    now, count, oldest = conn.execute(
+        select(db_now(), func.count(), func.min(journal.c.created_at)).select_from(journal)).one()
+    by_state = {r.state: int(r.n) for r in conn.execute(
+        select(status.c.state, func.count().label("n"))
+        .where(status.c.state.in_([ObjectState.ERROR.value, ObjectState.BLOCKED.value]))
+        .group_by(status.c.state))}
+    return Totals(pending=int(count), oldest_pending_age=max(0.0, float(now) - float(oldest)) if oldest else 0.0,
+                  errors=by_state.get(ObjectState.ERROR.value, 0), blocked=by_state.get(ObjectState.BLOCKED.value, 0))
