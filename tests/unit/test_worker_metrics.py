@@ -4,9 +4,13 @@ happened, so a counter that is not incremented, or a gauge that reads the wrong 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 from memory_support import change, record
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,3 +140,35 @@ def test_the_periodic_summary_says_what_was_done_and_nothing_when_idle(engine: E
     w.step()
     assert not [r for r in caplog.records if "last 60 s" in r.getMessage()]
     w.shutdown()
+
+
+def exported_names(engine: Engine) -> set[str]:
+    """Every series name a worker exports, histogram and counter suffixes included."""
+    w = make(engine, MemoryBackend())
+    record(engine, *topology("project-1"))
+    assert w.run_until_idle(10)
+    names = {name for name, _ in scrape(w)}
+    w.shutdown()
+    return names
+
+
+def referenced(expr: str) -> set[str]:
+    return set(re.findall(r"\bconverge_[a-z_]+", expr))
+
+
+def test_every_series_the_alert_rules_and_the_dashboard_use_is_exported(engine: Engine) -> None:
+    """A renamed metric would leave an alert that never fires: the shipped rules and dashboard may only
+    name series a worker exports."""
+    names = exported_names(engine)
+    etc = Path(__file__).parents[2] / "etc"
+    rules = yaml.safe_load((etc / "prometheus" / "converge-alerts.yaml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((etc / "grafana" / "converge-dashboard.json").read_text())
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = set().union(*map(referenced, exprs))
+    assert len(used) >= 10, used
+    assert used <= names, f"not exported: {sorted(used - names)}"
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            assert rule["alert"].startswith("Converge") and rule["labels"]["severity"] in {"warning", "critical"}
+            assert rule["annotations"]["summary"]
