@@ -94,7 +94,8 @@ status = Table(
     Column("message", Text, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("updated_at", Double, nullable=False),
-    Index(None, "root", "state"),
+    Index(None, "root", "state"),  # a root's objects in a state: a worker's pass
+    Index(None, "state", "root"),  # the few objects not synced, across roots (expand 0002_status_state_root)
 )
 
 roots = Table(

@@ -1,14 +1,16 @@
-"""Alembic environment for Converge's tables. Runs standalone (``converge db upgrade``) and, later, as a
-branch of ``neutron-db-manage``; the version table is Converge's own so it never touches Neutron's."""
+"""Alembic environment for Converge's tables. Runs standalone (``converge db upgrade``, on a connection
+``converge.store.migrate`` hands it) and as the subproject ``networking-converge`` of ``neutron-db-manage``
+(on Neutron's ``[database] connection``); the version table is Converge's own so it never touches Neutron's.
+The layout of the scripts (a start, then ``expand`` and ``contract`` branches): ``converge.store.migrate``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, engine_from_config, pool
 
+from converge.store.migrate import VERSION_TABLE
 from converge.store.schema import metadata
 
-VERSION_TABLE = "converge_alembic_version"
 config = context.config
 
 

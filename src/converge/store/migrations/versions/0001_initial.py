@@ -1,5 +1,10 @@
 """Initial Converge tables: desired, journal, status, roots, workers.
 
+The start of Converge's history and the root its two branches hang off (``expand`` and ``contract``,
+in ``versions/<release>/``): branchless, as ``neutron-db-manage check_migration`` wants the scripts outside
+those folders. It carried the branch label ``converge`` until the branches came; a database stamped with it
+(by ``neutron-db-manage`` or ``converge db upgrade``) holds only the revision id, which is unchanged.
+
 Revision ID: 0001_initial
 Revises:
 Create Date: 2026-11-21
@@ -10,7 +15,7 @@ from alembic import op
 
 revision = "0001_initial"
 down_revision = None
-branch_labels = ("converge",)
+branch_labels = None
 depends_on = None
 
 SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
