@@ -7,13 +7,17 @@ makes anyway — no extra round trip, for one resource or a list of N. The state
 - ``error``   the controller refused exactly the desired state (message in ``converge:sync_error``);
 - ``synced``  the digest the controller holds equals the desired digest;
 - ``pending`` anything else: not pushed yet, blocked behind a parent, or not recorded (run ``converge adopt``).
+
+:func:`state_of` is the same derivation in SQL, for ``?converge:sync_state=error`` on a list: one correlated
+subquery on the two primary keys per row of the one query Neutron makes (``ext_driver`` hooks it in).
+Who may see or filter by either attribute is Neutron's policy (``converge.neutron.policies``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, orm
+from sqlalchemy import ColumnElement, and_, case, func, orm, select
 
 from converge.core.kinds import Kind
 from converge.store.schema import ObjectState, desired, status
@@ -43,6 +47,20 @@ def derive(want: Any, have: Any) -> tuple[str, str | None]:
     if have is not None and have.pushed_digest == want.digest:
         return "synced", None
     return "pending", None
+
+
+STATES = ("pending", "synced", "error")
+
+
+def state_of(model: Any, kind: Kind) -> ColumnElement[str]:
+    """:func:`derive` as SQL: the sync state of the ``model`` row of the enclosing query (of ``kind``)."""
+    want, have = desired.alias("converge_sync_want"), status.alias("converge_sync_have")
+    state = (select(case((and_(have.c.state == ObjectState.ERROR.value, have.c.error_digest == want.c.digest), "error"),
+                         (have.c.pushed_digest == want.c.digest, "synced"), else_="pending"))
+             .select_from(want.outerjoin(have, and_(have.c.id == want.c.id, have.c.kind == want.c.kind)))
+             .where(want.c.id == model.__table__.c.id, want.c.kind == kind.value)
+             .correlate(model.__table__).scalar_subquery())
+    return func.coalesce(state, "pending")  # no desired row: not recorded yet
 
 
 def attach(model: Any, kind: Kind) -> None:

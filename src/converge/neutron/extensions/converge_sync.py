@@ -1,5 +1,8 @@
 """API extension ``converge-sync``: read-only ``converge:sync_state`` and ``converge:sync_error`` on
-networks, subnets, ports, routers, floating IPs and security groups."""
+networks, subnets, ports, routers, floating IPs and security groups.
+
+Both are policy-enforced (``converge.neutron.policies``: admin-only by default); lists can be filtered by
+``converge:sync_state`` (``?converge:sync_state=error``), by those allowed to read it."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from converge.neutron.sync_state import ERROR, STATE
 ALIAS = "converge-sync"
 COLLECTIONS = ("networks", "subnets", "ports", "routers", "floatingips", "security_groups")
 _ATTRIBUTE = {"allow_post": False, "allow_put": False, "is_visible": True, "default": None,
-              "is_filter": False}
-EXTENDED_ATTRIBUTES_2_0 = {c: {STATE: dict(_ATTRIBUTE), ERROR: dict(_ATTRIBUTE)} for c in COLLECTIONS}
+              "enforce_policy": True}
+EXTENDED_ATTRIBUTES_2_0 = {c: {STATE: dict(_ATTRIBUTE, is_filter=True), ERROR: dict(_ATTRIBUTE, is_filter=False)}
+                           for c in COLLECTIONS}
 
 
 class Converge_sync(extensions.ExtensionDescriptor):  # type: ignore[misc]  # noqa: N801 - Neutron's naming
