@@ -46,7 +46,7 @@ def test_a_drift_report_that_changes_nothing_repairs_nothing(engine, synced):
     backend.drift(ROOT, "network", "n1", n1)  # rewritten as it was: the fingerprint did not move
     applied = len(backend.batches)
     assert worker.run_until_idle(10)
-    assert "group_sums" not in backend.calls and len(backend.batches) == applied
+    assert "compare_groups" not in backend.calls and len(backend.batches) == applied
 
 
 def test_a_drift_of_a_root_held_elsewhere_is_left_to_its_holder(engine, synced):

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from converge.core import canonical, sums
 from converge.core.canonical import ObjectDoc
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
@@ -65,6 +66,47 @@ class BucketEntry:
     kind: str
     id: str
     digest: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A controller's answer to the group sums a repair believes in (docs/protocol.md, ``/diff``): its
+    fingerprint, and for each group whose sum differs at the compared width either every entry of the
+    group (``listed``; empty if the controller holds none there) or the group's 16 bucket sums truncated to
+    that width (``buckets``, buckets ``group * 16`` onwards, 0 for an empty bucket)."""
+
+    etag: int
+    listed: dict[str, list[BucketEntry]]
+    buckets: dict[str, list[int]]
+
+
+def compare_held(etag: int, digests: Mapping[tuple[str, str], int], believed: Mapping[str, int], *,
+                 width: int, listed: int) -> Comparison:
+    """Answer :meth:`Backend.compare_groups` from the digests a backend holds for one root (the OVN
+    replica, the in-memory controller), as the fabric controller answers ``/diff``."""
+    buckets: dict[int, int] = {}
+    counts: dict[str, int] = {}
+    for key, digest in digests.items():
+        b = canonical.bucket_of(*key)
+        buckets[b] = canonical.add(buckets.get(b, 0), digest)
+        counts[f"{b >> 4:x}"] = counts.get(f"{b >> 4:x}", 0) + 1
+    held = canonical.group_sums(buckets)
+    answer = Comparison(etag, {}, {})
+    for g in range(sums.GROUPS):
+        name = f"{g:x}"
+        if sums.truncate(held.get(name, 0), width) == sums.truncate(believed.get(name, 0), width):
+            continue
+        if counts.get(name, 0) <= listed:
+            answer.listed[name] = held_entries(digests, range(g * sums.GROUPS, (g + 1) * sums.GROUPS))
+        else:
+            answer.buckets[name] = [sums.truncate(v, width) for v in sums.bucket_row(buckets, g)]
+    return answer
+
+
+def held_entries(digests: Mapping[tuple[str, str], int], buckets: Iterable[int]) -> list[BucketEntry]:
+    """Answer :meth:`Backend.entries` from the digests a backend holds for one root."""
+    wanted = set(buckets)
+    return [BucketEntry(k, i, d) for (k, i), d in sorted(digests.items()) if canonical.bucket_of(k, i) in wanted]
 
 
 _traffic_lock = threading.Lock()
@@ -127,17 +169,17 @@ class Backend(Protocol):
         """Every non-empty root with its fingerprint, fetched page by page."""
         ...
 
-    def group_sums(self, root: RootId) -> tuple[int, dict[str, int]]:
-        """The root's fingerprint and its non-empty group sums, read together."""
+    def compare_groups(self, root: RootId, believed: Mapping[str, int], *, width: int,
+                       listed: int) -> Comparison:
+        """The root's fingerprint, read together with what differs from ``believed`` (group sums by hex
+        digit; absent: empty) when sums are compared on their first ``width`` bytes (core/sums.py): every
+        differing group holding at most ``listed`` objects is listed whole, any other one answers its bucket
+        sums. One round trip to localise drift in a small root."""
         ...
 
-    def group_entries(self, root: RootId, group: str) -> list[BucketEntry]:
-        """(kind, id, digest) of every object of one group: cheaper than bucket sums for a sparse group."""
+    def entries(self, root: RootId, buckets: Sequence[int]) -> list[BucketEntry]:
+        """(kind, id, digest) of every object in ``buckets``, in ``kind/id`` order, in one read."""
         ...
-
-    def bucket_sums(self, root: RootId, group: str) -> dict[int, int]: ...
-
-    def bucket_entries(self, root: RootId, bucket: int) -> list[BucketEntry]: ...
 
     def objects(self, root: RootId) -> Iterator[ObjectDoc]:
         """Every object of a root in full (for drift reports and tests, not for the hot path)."""

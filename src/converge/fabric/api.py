@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from converge.core import sums as short_sums
 from converge.core.canonical import bucket_name, etag, group_sums, hex256
 from converge.core.ids import InvalidId, root_id
 from converge.fabric import audit as audit_log
@@ -51,6 +52,8 @@ class Api:
             web.get("/v1/roots/{root}", self.root),
             web.get("/v1/roots/{root}/buckets", self.buckets),
             web.get("/v1/roots/{root}/buckets/{bucket}", self.bucket),
+            web.get("/v1/roots/{root}/diff", self.diff),
+            web.get("/v1/roots/{root}/entries", self.entries),
             web.get("/v1/roots/{root}/objects", self.objects),
             web.get("/v1/roots/{root}/objects/{kind}/{id}", self.object),
             web.get("/v1/audit", self.audit),
@@ -139,6 +142,28 @@ class Api:
         bucket = int(name, 16)
         listed = queries.bucket_objects(self.store, root, bucket, full=full)
         return json_response({"bucket": name, "sum": hex256(sums.get(bucket, 0)), "objects": listed})
+
+    async def diff(self, request: web.Request) -> web.Response:
+        """Localise drift in one call: the caller's 16 group sums, cut to ``width`` bytes, against ours."""
+        root = path_root(request)
+        width = int_param(request, "width", short_sums.FULL, minimum=1)
+        if width > short_sums.FULL:
+            raise bad_json(f"query parameter 'width' must be from 1 to {short_sums.FULL}, not {width}")
+        try:
+            believed = short_sums.unpack(request.query.get("groups", "").lower(), width)
+        except ValueError as exc:
+            raise bad_json(f"query parameter 'groups': {exc}") from None
+        listed, buckets = queries.compare_groups(self.store, root, believed, width=width,
+                                                 listed=int_param(request, "list", 16))
+        return json_response({"etag": etag(self.store.index.fingerprint(root)), "listed": listed,
+                              "buckets": buckets})
+
+    async def entries(self, request: web.Request) -> web.Response:
+        root = path_root(request)
+        names = request.query.get("buckets", "").lower().split(",")
+        if not 1 <= len(names) <= 256 or any(len(n) != 2 or n.strip(_HEX) for n in names):
+            raise bad_json("query parameter 'buckets' must list bucket names (00 to ff) separated by commas")
+        return json_response({"objects": queries.listing(self.store, root, sorted({int(n, 16) for n in names}))})
 
     async def objects(self, request: web.Request) -> web.Response:
         root = path_root(request)

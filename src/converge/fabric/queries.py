@@ -9,8 +9,11 @@ read handlers and by the unit tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from converge.core import sums
+from converge.core.canonical import group_sums
 from converge.core.ids import RootId
 from converge.fabric.operations import Key
 from converge.fabric.state import Store
@@ -51,6 +54,38 @@ def bucket_objects(store: Store, root: RootId, bucket: int, *, full: bool,
             entry["revision"] = stored["revision"]
         listed.append(entry)
     return listed
+
+
+def compare_groups(store: Store, root: RootId, believed: Sequence[int], *, width: int,
+                   listed: int) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """The ``/diff`` answer for ``root`` against ``believed`` (the 16 group sums a client holds, cut to
+    ``width`` bytes): for each group whose own cut sum differs, its entries (``{"kind/id": digest}``) if it
+    holds at most ``listed`` objects, else its 16 bucket sums cut the same way (one string of hex digits).
+    """
+    held = store.index.bucket_sums(root)
+    totals = {b: s.sum for b, s in held.items()}
+    groups = group_sums(totals)
+    entries: dict[str, dict[str, str]] = {}
+    buckets: dict[str, str] = {}
+    for g, theirs in enumerate(believed):
+        name = f"{g:x}"
+        if sums.truncate(groups.get(name, 0), width) == theirs:
+            continue
+        first = g * sums.GROUPS
+        if sum(s.count for b, s in held.items() if first <= b < first + sums.GROUPS) <= listed:
+            entries[name] = listing(store, root, range(first, first + sums.GROUPS))
+        else:
+            buckets[name] = sums.pack(sums.bucket_row(totals, g), width)
+    return entries, buckets
+
+
+def listing(store: Store, root: RootId, buckets: Sequence[int]) -> dict[str, str]:
+    """``{"kind/id": digest}`` of every object of ``root`` in ``buckets``, in ``kind/id`` order."""
+    marks = ",".join("?" * len(buckets))
+    rows = store.conn.execute(
+        f"SELECT kind, id, digest FROM objects WHERE root = ? AND bucket IN ({marks}) ORDER BY kind, id",
+        (root, *buckets))
+    return {f"{kind}/{oid}": digest for kind, oid, digest in rows}
 
 
 def objects_page(store: Store, root: RootId, *, after: Key | None,

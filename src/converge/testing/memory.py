@@ -23,13 +23,14 @@ unit tests: a batch costs O(objects held).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from converge.backends.base import (
     Backend,
     BucketEntry,
+    Comparison,
     Delete,
     EndpointHealth,
     Operation,
@@ -37,6 +38,8 @@ from converge.backends.base import (
     Put,
     RootSummary,
     Traffic,
+    compare_held,
+    held_entries,
 )
 from converge.core import canonical
 from converge.core.canonical import ObjectDoc
@@ -256,13 +259,6 @@ class MemoryBackend:
     def _fingerprint(self, root: RootId) -> int:
         return canonical.combine(h.digest for h in self._in_root(root).values())
 
-    def _buckets(self, root: RootId) -> dict[int, int]:
-        sums: dict[int, int] = {}
-        for key, h in self._in_root(root).items():
-            b = canonical.bucket_of(*key)
-            sums[b] = canonical.add(sums.get(b, 0), h.digest)
-        return sums
-
     def root_etag(self, root: RootId) -> int:
         self._call("root_etag")
         with self._lock:
@@ -275,27 +271,18 @@ class MemoryBackend:
             summaries = [RootSummary(r, self._fingerprint(r), len(self._in_root(r))) for r in names]
         yield from summaries
 
-    def group_sums(self, root: RootId) -> tuple[int, dict[str, int]]:
-        self._call("group_sums")
+    def compare_groups(self, root: RootId, believed: Mapping[str, int], *, width: int,
+                       listed: int) -> Comparison:
+        self._call("compare_groups")
         with self._lock:
-            return self._fingerprint(root), canonical.group_sums(self._buckets(root))
+            digests = {k: h.digest for k, h in self._in_root(root).items()}
+        return compare_held(canonical.combine(digests.values()), digests, believed, width=width, listed=listed)
 
-    def group_entries(self, root: RootId, group: str) -> list[BucketEntry]:
-        self._call("group_entries")
+    def entries(self, root: RootId, buckets: Sequence[int]) -> list[BucketEntry]:
+        self._call("entries")
         with self._lock:
-            return [BucketEntry(k[0], k[1], h.digest) for k, h in sorted(self._in_root(root).items())
-                    if canonical.bucket_name(canonical.bucket_of(*k))[0] == group]
-
-    def bucket_sums(self, root: RootId, group: str) -> dict[int, int]:
-        self._call("bucket_sums")
-        with self._lock:
-            return {b: s for b, s in self._buckets(root).items() if canonical.bucket_name(b)[0] == group}
-
-    def bucket_entries(self, root: RootId, bucket: int) -> list[BucketEntry]:
-        self._call("bucket_entries")
-        with self._lock:
-            return [BucketEntry(k[0], k[1], h.digest) for k, h in sorted(self._in_root(root).items())
-                    if canonical.bucket_of(*k) == bucket]
+            digests = {k: h.digest for k, h in self._in_root(root).items()}
+        return held_entries(digests, buckets)
 
     def objects(self, root: RootId) -> Iterator[ObjectDoc]:
         self._call("objects")

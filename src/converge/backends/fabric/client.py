@@ -23,6 +23,7 @@ import httpx
 
 from converge.backends.base import (
     BucketEntry,
+    Comparison,
     Delete,
     EndpointHealth,
     Operation,
@@ -33,7 +34,7 @@ from converge.backends.base import (
 )
 from converge.backends.breaker import CircuitBreaker
 from converge.backends.fabric import events
-from converge.core import canonical
+from converge.core import canonical, sums
 from converge.core.canonical import ObjectDoc
 from converge.core.clock import Clock, SystemClock
 from converge.core.errors import (
@@ -160,21 +161,17 @@ class FabricClient:
             if not after:
                 return
 
-    def group_sums(self, root: RootId) -> tuple[int, dict[str, int]]:
-        data = self._get(f"/v1/roots/{_p(root)}/buckets", purpose="repair", params={"depth": "1"})
-        return canonical.parse_etag(data["etag"]), {g: int(v, 16) for g, v in data["groups"].items()}
+    def compare_groups(self, root: RootId, believed: Mapping[str, int], *, width: int,
+                       listed: int) -> Comparison:
+        params = {"width": str(width), "groups": sums.pack(sums.group_row(believed), width), "list": str(listed)}
+        data = self._get(f"/v1/roots/{_p(root)}/diff", purpose="repair:diff", params=params)
+        return Comparison(canonical.parse_etag(data["etag"]),
+                          {g: _entries(listing) for g, listing in data["listed"].items()},
+                          {g: sums.unpack(row, width) for g, row in data["buckets"].items()})
 
-    def group_entries(self, root: RootId, group: str) -> list[BucketEntry]:
-        data = self._get(f"/v1/roots/{_p(root)}/buckets/{group}", purpose="repair")
-        return [BucketEntry(o["kind"], o["id"], int(o["digest"], 16)) for o in data["objects"]]
-
-    def bucket_sums(self, root: RootId, group: str) -> dict[int, int]:
-        data = self._get(f"/v1/roots/{_p(root)}/buckets", purpose="repair", params={"prefix": group})
-        return {int(b, 16): int(v, 16) for b, v in data["buckets"].items()}
-
-    def bucket_entries(self, root: RootId, bucket: int) -> list[BucketEntry]:
-        data = self._get(f"/v1/roots/{_p(root)}/buckets/{canonical.bucket_name(bucket)}", purpose="repair")
-        return [BucketEntry(o["kind"], o["id"], int(o["digest"], 16)) for o in data["objects"]]
+    def entries(self, root: RootId, buckets: Sequence[int]) -> list[BucketEntry]:
+        params = {"buckets": ",".join(canonical.bucket_name(b) for b in sorted(buckets))}
+        return _entries(self._get(f"/v1/roots/{_p(root)}/entries", purpose="repair:entries", params=params)["objects"])
 
     def objects(self, root: RootId) -> Iterator[ObjectDoc]:
         after: str | None = None
@@ -236,6 +233,15 @@ class FabricClient:
 
 def _p(segment: str) -> str:
     return quote(segment, safe="")
+
+
+def _entries(listing: Mapping[str, str]) -> list[BucketEntry]:
+    """``{"kind/id": digest}`` as entries (an id holds no ``/``)."""
+    found = []
+    for key, digest in listing.items():
+        kind, _, oid = key.partition("/")
+        found.append(BucketEntry(kind, oid, int(digest, 16)))
+    return found
 
 
 def _op_json(op: Operation) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,20 @@ from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 
-from converge.backends.base import BucketEntry, EndpointHealth, Operation, PortStatus, RootSummary, Traffic
+from converge.backends.base import (
+    BucketEntry,
+    Comparison,
+    EndpointHealth,
+    Operation,
+    PortStatus,
+    RootSummary,
+    Traffic,
+    compare_held,
+    held_entries,
+)
 from converge.backends.ovn import translate
 from converge.backends.ovn.apply import ApplyBatch, RestoreShared
 from converge.backends.ovn.replica import MARKER_TABLE, TXN, NbIdl
-from converge.core import canonical
 from converge.core.canonical import ObjectDoc
 from converge.core.errors import ConfigurationError, ControllerUnavailable, ObjectRejected
 from converge.core.ids import ObjectId, RootId
@@ -205,31 +214,16 @@ class OvnBackend:
             if count:
                 yield RootSummary(root, etag, count)
 
-    def _buckets(self, root: RootId) -> dict[int, int]:
-        sums: dict[int, int] = {}
-        for key, digest in self.replica.digests(root).items():
-            b = canonical.bucket_of(*key)
-            sums[b] = canonical.add(sums.get(b, 0), digest)
-        return sums
-
-    def group_sums(self, root: RootId) -> tuple[int, dict[str, int]]:
+    def compare_groups(self, root: RootId, believed: Mapping[str, int], *, width: int,
+                       listed: int) -> Comparison:
         self._ready()
         with self.replica.lock:
-            return self.replica.fingerprint(root), canonical.group_sums(self._buckets(root))
+            etag, digests = self.replica.fingerprint(root), self.replica.digests(root)
+        return compare_held(etag, digests, believed, width=width, listed=listed)
 
-    def group_entries(self, root: RootId, group: str) -> list[BucketEntry]:
+    def entries(self, root: RootId, buckets: Sequence[int]) -> list[BucketEntry]:
         self._ready()
-        return [BucketEntry(k, i, d) for (k, i), d in sorted(self.replica.digests(root).items())
-                if f"{canonical.bucket_of(k, i) >> 4:x}" == group]
-
-    def bucket_sums(self, root: RootId, group: str) -> dict[int, int]:
-        self._ready()
-        return {b: s for b, s in self._buckets(root).items() if f"{b >> 4:x}" == group and s}
-
-    def bucket_entries(self, root: RootId, bucket: int) -> list[BucketEntry]:
-        self._ready()
-        return [BucketEntry(k, i, d) for (k, i), d in sorted(self.replica.digests(root).items())
-                if canonical.bucket_of(k, i) == bucket]
+        return held_entries(self.replica.digests(root), buckets)
 
     def objects(self, root: RootId) -> Iterator[ObjectDoc]:
         """Each object of the root with the normal form of its NB rows as attributes (for reports)."""
