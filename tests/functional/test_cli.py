@@ -173,6 +173,12 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(cli, fabric, tmp_path):
     refused = cli("drift", "--token-file", str(wrong), env=cli_env(CONVERGE_CONTROLLERS=fabric.url))
     assert refused.returncode == 2 and "refused the configured token (401)" in refused.stderr
     assert "not-the-token" not in refused.stdout + refused.stderr
+    bad_root = cli("repair", "--root", "bad root!")
+    assert bad_root.returncode == 2 and "invalid root id 'bad root!'" in bad_root.stderr
+    assert cli("status", "--root", "../x").returncode == 2
+    no_folder = cli("status", "--db", "sqlite:////proc/nope/x.sqlite", db=False)
+    assert no_folder.returncode == 2 and no_folder.stderr.strip().splitlines() == [
+        "error: cannot make the store's folder /proc/nope: No such file or directory"]
     no_url = cli("drift", env=cli_env(CONVERGE_TOKEN_FILE=str(fabric.token_file)))
     assert no_url.returncode == 2 and "no controller URL" in no_url.stderr
     bad_url = cli("drift", "--controller", "ftp://example", env=cli_env(CONVERGE_TOKEN_FILE=str(fabric.token_file)))
@@ -188,6 +194,23 @@ def test_a_token_from_the_environment_is_used_and_never_shown(cli, fabric, engin
     assert cli("drift", env=env).returncode == 0
     assert cli("status", env=env).returncode == 0
     assert_converged(engine, fabric)
+
+
+def test_a_refused_token_is_said_once_clearly_and_shown_by_status(cli, fabric, engine, tmp_path):
+    """A worker with the wrong token: one ERROR line naming the problem (not a traceback per root per
+    retry, not a line per request), and ``converge status`` shows the controller as unauthorized."""
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token-" + "x" * 20)
+    env = cli_env(CONVERGE_CONTROLLERS=fabric.url, CONVERGE_TOKEN_FILE=str(wrong))
+    record(engine, [change(f"p{i}", "network", f"n{i}", name="n") for i in range(5)])
+    run = cli("sync", "run", "--until-idle", "--timeout", "8", env=env)
+    assert run.returncode == 1
+    said = [line for line in run.stderr.splitlines() if "refused the configured token (401)" in line]
+    assert len(said) == 1 and " ERROR " in said[0] and "token_file" in said[0], run.stderr
+    assert "HTTP Request" not in run.stderr and "not-the-token" not in run.stderr
+    status = as_json(cli("status", "--json", env=env))
+    assert [(c["url"], c["state"]) for c in status["controllers"]] == [(fabric.url, "unauthorized")]
+    assert all("refused the configured token" in r["last_error"] for r in status["roots"]), status["roots"]
 
 
 def test_status_says_when_the_controller_cannot_be_reached(cli, fabric, engine):

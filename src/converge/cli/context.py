@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from converge.backends.base import Backend
 from converge.backends.select import DEFAULT_OVN_NB, BackendKind, BackendSettings, backend_kind, make_backend
 from converge.core.errors import ConfigurationError
+from converge.core.ids import InvalidId, RootId, root_id
 from converge.core.inifile import read_neutron_config
 from converge.store import db, migrate
 
@@ -39,7 +40,11 @@ class Settings:
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         if self.db_url.startswith("sqlite:///") and not self.db_url.startswith("sqlite:///:"):
-            Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.db_url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ConfigurationError(f"cannot make the store's folder {folder}: {err.strerror}") from None
         engine = db.make_engine(self.db_url)
         if upgrade:
             migrate.upgrade(engine)
@@ -93,6 +98,14 @@ def _mask_url(url: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
+
+
+def root_arg(value: str) -> RootId:
+    """``--root``'s type: a bad name is a usage error (exit 2) naming it, before anything is read or sent."""
+    try:
+        return root_id(value)
+    except InvalidId as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

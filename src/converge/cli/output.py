@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 # Wide enough for the status table when piped (rich would assume 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -32,7 +34,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*[Text("" if v is None else str(v)) for v in r])  # text, never markup: "[converge]" stays
     console.print(t)
 
 
@@ -63,5 +65,5 @@ def progress(enabled: bool = True) -> Iterator[Progress]:
 
 
 def fail(message: str, code: int = 2) -> int:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return code

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from converge.cli import output
-from converge.cli.context import COMMON, Settings
+from converge.cli.context import COMMON, Settings, root_arg
 from converge.core.errors import ConvergeError
 from converge.core.ids import RootId
 from converge.engine.reconciler import Reconciler
@@ -24,7 +24,7 @@ def add_parsers(sub: Any) -> None:
     d = sub.add_parser(
         "drift", parents=[COMMON], help="list differences between intent and controller (changes nothing)"
     )
-    d.add_argument("--root", action="append", help="only these roots (default: all)")
+    d.add_argument("--root", action="append", type=root_arg, help="only these roots (default: all)")
     d.add_argument(
         "--neutron",
         action="store_true",
@@ -32,7 +32,7 @@ def add_parsers(sub: Any) -> None:
     )
     d.set_defaults(func=cmd_drift)
     r = sub.add_parser("repair", parents=[COMMON], help="make the controller match intent, per root")
-    r.add_argument("--root", action="append", help="roots to repair")
+    r.add_argument("--root", action="append", type=root_arg, help="roots to repair")
     r.add_argument("--all", action="store_true", help="every root known to the store or the controller")
     r.add_argument("--wait", type=float, default=60.0, help="seconds to wait for workers asked to repair")
     r.add_argument(
@@ -155,5 +155,5 @@ def cmd_repair(cfg: Settings, args: argparse.Namespace) -> int:
             f"{len(result['still_waiting'])} still waiting; {len(failed)} failed"
         )
         for name, why in failed.items():
-            output.errors.print(f"  {name}: {why}")
+            output.errors.print(f"  {name}: {why}", markup=False)
     return 0 if not failed and not result["still_waiting"] else 1

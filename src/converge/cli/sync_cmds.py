@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from converge.cli import output
-from converge.cli.context import COMMON, Settings
+from converge.cli.context import COMMON, Settings, root_arg
 from converge.core.errors import ConvergeError
 from converge.core.ids import RootId
 from converge.engine.worker import Worker, WorkerConfig
@@ -41,18 +41,18 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser("status", parents=[COMMON],
                        help="per-root backlog, errors, leases; workers; controller health (as the backend sees it "
                             "after one read: the fabric's circuit breaker per URL, OVN's NB connection)")
-    s.add_argument("--root", action="append", help="only these roots")
+    s.add_argument("--root", action="append", type=root_arg, help="only these roots")
     s.set_defaults(func=cmd_status)
 
     j = sub.add_parser("journal", parents=[COMMON], help="pending changes and refused/blocked objects")
-    j.add_argument("--root")
+    j.add_argument("--root", type=root_arg)
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("show", nargs="*", metavar="KIND ID", help="inspect one object: KIND ID")
     j.set_defaults(func=cmd_journal)
 
     r = sub.add_parser("retry", parents=[COMMON], help="retry objects the controller refused")
     r.add_argument("objects", nargs="*", metavar="KIND/ID")
-    r.add_argument("--root")
+    r.add_argument("--root", type=root_arg)
     r.add_argument("--all", action="store_true", help="every refused object")
     r.set_defaults(func=cmd_retry)
 
@@ -165,7 +165,7 @@ def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
     if health:
         output.table("Controllers", ["url", "state", "error"], [(h["url"], h["state"], h["error"]) for h in health])
     if unreachable:
-        output.errors.print(f"controller: {unreachable}")
+        output.errors.print(f"controller: {unreachable}", markup=False)
     pending = sum(r.pending for r in roots)
     errs = sum(r.errors for r in roots)
     blocked = sum(r.blocked for r in roots)

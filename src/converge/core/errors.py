@@ -70,6 +70,11 @@ class ConfigurationError(PermanentError):
     """The configuration cannot work: wrong token, malformed URL, unreachable database URL."""
 
 
+class Unauthorized(ConfigurationError):
+    """The controller refused the configured credentials (401): nothing will work until an operator fixes
+    them, for every root alike."""
+
+
 class PreconditionFailed(ConvergeError):
     """412: the root's fingerprint differs from the ``If-Match`` the writer sent."""
 

@@ -39,8 +39,8 @@ APPLIED, PRECONDITION_FAILED, REFUSED, FENCED, FAILED = "applied", "precondition
     "failed"
 # Outcomes of one pass over a root (the worker's settle).
 PASS_OUTCOMES = ("synced", "blocked", "lease_lost", "race_lost", "temporary", "failed")
-# Every endpoint state a backend reports (the fabric's breaker; OVN's connection).
-ENDPOINT_STATES = ("closed", "half-open", "open", "up", "down")
+# Every endpoint state a backend reports (the fabric's breaker, or a refused token; OVN's connection).
+ENDPOINT_STATES = ("closed", "half-open", "open", "unauthorized", "up", "down")
 _HEALTHY = {"closed", "half-open", "up"}
 
 # Seconds from a change's commit to its acknowledgement: sub-second when healthy, minutes in an outage.

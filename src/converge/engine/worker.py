@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from converge.backends.base import Backend, EndpointHealth
 from converge.core.clock import Clock, SystemClock
-from converge.core.errors import ConvergeError, LeaseLost, RaceLost, TemporaryError
+from converge.core.errors import ConfigurationError, ConvergeError, LeaseLost, RaceLost, TemporaryError
 from converge.core.ids import RootId, WorkerId
 from converge.engine.backoff import Backoff
 from converge.engine.membership import owner
@@ -71,6 +71,8 @@ class WorkerConfig:
 _EXPIRY_MARGIN = 0.05
 # A dead worker's heartbeat row stays this many lease durations (``converge status`` shows it), then goes.
 _FORGET_DEAD = 20
+# A failure logged in the same words is logged again (above DEBUG) after this many seconds.
+_REPEAT_AFTER = 300.0
 
 
 
@@ -105,6 +107,7 @@ class Worker:
         self._next_summary = self.clock.monotonic() + self.config.summary_interval
         self._summarized = self.metrics.totals()
         self._last_try: dict[RootId, float] = {}
+        self._said: dict[str, float] = {}  # failure messages logged, and when (see _say_failure)
         self._started = time.time()
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="converge-root") \
             if self.config.concurrency > 1 else None
@@ -161,10 +164,13 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
-                    worked = self.step()
+                    with db.translated():  # a database error anywhere in a step is one line, not a traceback
+                        worked = self.step()
                     pause = self._pause()
                 except Exception as err:  # the database (or a bug) failed a whole step: never end the loop
-                    log.warning("worker %s: step failed: %s", self.id, err, exc_info=not isinstance(err, ConvergeError))
+                    bug = not isinstance(err, ConvergeError)
+                    log.log(logging.WARNING if self._news(str(err)) else logging.DEBUG, "worker %s: step failed: %s",
+                            self.id, err, exc_info=bug)
                     worked, pause = False, self.backoff.delay(3)
                 if not worked:
                     self._wake.wait(pause)
@@ -191,7 +197,7 @@ class Worker:
         return False
 
     def idle(self) -> bool:
-        with self.engine.connect() as conn:
+        with db.translated(), self.engine.connect() as conn:
             pending = sync.pending_roots(conn, limit=1)
         with self._drifted_lock:
             drifted = bool(self._drifted)
@@ -494,14 +500,13 @@ class Worker:
             self._lost(root)
             return False
         if isinstance(outcome, RaceLost):  # another writer won a row: try again soon, jittered
-            self._failed(root, lease, outcome.delay or self.backoff.jitter(0.5), str(outcome))
+            self._failed(root, lease, outcome.delay or self.backoff.jitter(0.5), str(outcome), outcome)
             return False
         if isinstance(outcome, TemporaryError):
-            self._failed(root, lease, outcome.delay, str(outcome))
+            self._failed(root, lease, outcome.delay, str(outcome), outcome)
             return False
         if isinstance(outcome, BaseException):  # a bug or a permanent error must not stop other roots
-            log.error("root %s: reconcile failed", root, exc_info=outcome)
-            self._failed(root, lease, None, f"{type(outcome).__name__}: {outcome}")
+            self._failed(root, lease, None, f"{type(outcome).__name__}: {outcome}", error=outcome)
             return False
         result = outcome
         if result.lease is not None:  # the pass moved the lease's epoch past an older store's fence
@@ -530,10 +535,11 @@ class Worker:
             self.on_reconciled(root)
         return progressed
 
-    def _failed(self, root: RootId, lease: Lease, delay: float | None, message: str) -> None:
+    def _failed(self, root: RootId, lease: Lease, delay: float | None, message: str,
+                error: BaseException | None = None) -> None:
         wait = self.queue.add_rate_limited(root, delay)
         n = self.queue.failures(root)
-        log.warning("root %s: attempt %d failed (%s); retry in %.1fs", root, n, message, wait)
+        self._say_failure(root, n, wait, message, error)
         try:
             with db.translated(), self.engine.begin() as conn:
                 sync.record_failure(conn, lease, failures=n, retry_in=wait, message=message)
@@ -541,6 +547,30 @@ class Worker:
             self._lost(root)
         except ConvergeError as err:
             log.warning("root %s: could not record the failure: %s", root, err)
+
+    def _say_failure(self, root: RootId, attempt: int, wait: float, message: str, error: BaseException | None) -> None:
+        """A failure is logged once in its words (WARNING; ERROR for refused credentials or a bug, with the
+        traceback of a bug), then at DEBUG for ``_REPEAT_AFTER`` s whichever root or attempt says it again:
+        a controller outage or a refused token is one line, not one per root per retry."""
+        if not self._news(str(error) if error is not None else message):
+            log.debug("root %s: attempt %d failed (%s); retry in %.1fs", root, attempt, message, wait)
+            return
+        bug = error is not None and not isinstance(error, ConvergeError)
+        level = logging.ERROR if bug or isinstance(error, ConfigurationError) else logging.WARNING
+        log.log(level, "root %s: attempt %d failed (%s); retry in %.1fs (the same failure of any root is logged "
+                "at DEBUG for the next %.0f s)", root, attempt, message, wait, _REPEAT_AFTER,
+                exc_info=error if bug else None)
+
+    def _news(self, message: str) -> bool:
+        """Whether ``message`` was not logged in the last ``_REPEAT_AFTER`` s (and note it now if so)."""
+        now = self.clock.monotonic()
+        if len(self._said) > 1000:
+            self._said = {m: t for m, t in self._said.items() if now - t < _REPEAT_AFTER}
+        said = self._said.get(message)
+        if said is not None and now - said < _REPEAT_AFTER:
+            return False
+        self._said[message] = now
+        return True
 
     def _retry_now(self) -> None:
         """Roots backing off because the controller was away are due at once: their delay grew while it
@@ -593,7 +623,7 @@ class Worker:
             with db.translated(), self.engine.connect() as conn:
                 local = sync.all_acked(conn)
         except ConvergeError as err:
-            log.info("sweep skipped: %s", err)
+            log.log(logging.WARNING if self._news(str(err)) else logging.DEBUG, "sweep skipped: %s", err)
             return
         unknown = [r for r in remote if r not in local]
         if unknown:

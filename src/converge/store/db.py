@@ -126,7 +126,9 @@ def translated() -> Iterator[None]:
     except exc.DBAPIError as err:
         if is_race(err):
             raise RaceLost(f"database race: {err.orig}") from err
-        if isinstance(err, exc.OperationalError):  # the message is the driver's: it never holds the URL
+        # A server gone (OperationalError) or a connection the driver lost (InterfaceError, "(0, '')"); the
+        # message is the driver's: it never holds the URL.
+        if isinstance(err, exc.OperationalError | exc.InterfaceError) or err.connection_invalidated:
             raise DatabaseUnavailable(f"database unavailable: {err.orig}") from err
         raise
 

@@ -14,6 +14,7 @@ registers nothing, and the worker's periodic sweep (one paged ``GET /v1/roots``)
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -44,9 +45,15 @@ from converge.core.errors import (
     ObjectRejected,
     PreconditionFailed,
     ProtocolViolation,
+    Unauthorized,
 )
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
+
+log = logging.getLogger(__name__)
+# httpx logs every request at INFO (thousands of lines a minute from a busy worker): requests are this
+# module's DEBUG lines instead, and INFO says what an operator needs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class FabricClient:
@@ -60,9 +67,10 @@ class FabricClient:
                 raise ConfigurationError(f"controller URL {url!r} must start with http:// or https://")
         self.urls = [u.rstrip("/") for u in urls]
         clk = clock or SystemClock()
-        self.breakers = {u: CircuitBreaker(breaker_threshold, breaker_reset, clk) for u in self.urls}
+        self.breakers = {u: CircuitBreaker(breaker_threshold, breaker_reset, clk, name=u) for u in self.urls}
         self._preferred = 0
         self._unavailable = False
+        self._refused: set[str] = set()  # URLs whose last answer refused the token (health: "unauthorized")
         self._available: list[Callable[[], None]] = []
         self._token = token  # for the event stream; never logged
         self._followers: list[Callable[[], None]] = []
@@ -100,6 +108,9 @@ class FabricClient:
                 errors.append(f"{url}: {reason}")
                 continue
             self.traffic.add(purpose, _request_size(resp.request), _response_size(resp))
+            log.debug("%s %s%s: HTTP %d", method, url, path, resp.status_code)
+            if resp.status_code != 401:
+                self._refused.discard(url)
             if resp.status_code >= 500:
                 breaker.failed(f"HTTP {resp.status_code}")
                 errors.append(f"{url}: HTTP {resp.status_code} {_message(resp)}")
@@ -111,7 +122,9 @@ class FabricClient:
                 for callback in list(self._available):
                     callback()
             if resp.status_code == 401:
-                raise ConfigurationError(f"controller {url} refused the configured token (401)")
+                self._refused.add(url)
+                raise Unauthorized(f"controller {url} refused the configured token (401): check [converge] token "
+                                   "or token_file")
             return resp
         self._unavailable = True
         raise ControllerUnavailable("no controller answered: " + "; ".join(errors))
@@ -221,7 +234,9 @@ class FabricClient:
         callback is never called and the worker's sweep finds such drift."""
 
     def health(self) -> list[EndpointHealth]:
-        return [EndpointHealth(u, b.state.value, b.failures, b.last_error) for u, b in self.breakers.items()]
+        return [EndpointHealth(u, "unauthorized", b.failures, "refused the configured token (401)")
+                if u in self._refused else EndpointHealth(u, b.state.value, b.failures, b.last_error)
+                for u, b in self.breakers.items()]
 
     def close(self) -> None:
         with self._followers_lock:
