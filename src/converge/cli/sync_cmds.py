@@ -7,14 +7,16 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from converge.cli import output
 from converge.cli.context import COMMON, Settings, root_arg
-from converge.core.errors import ConvergeError
+from converge.core.errors import ConfigurationError, ConvergeError
 from converge.core.ids import RootId
+from converge.engine import metrics
 from converge.engine.worker import Worker, WorkerConfig
 from converge.store import leases, operator, report
 from converge.store.leases import LeaseTiming
@@ -36,6 +38,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--lease-duration", type=float, default=15.0)
     p.add_argument("--concurrency", type=int, default=4, help="roots reconciled at once")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address the metrics endpoint listens on (default 127.0.0.1)")
     p.set_defaults(func=cmd_sync_run)
 
     s = sub.add_parser("status", parents=[COMMON],
@@ -81,19 +87,32 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     worker_id = leases.new_worker_id()
     backend = cfg.backend(writer=worker_id)  # the controller's audit log names each worker
     worker = Worker(engine, backend, worker_config(args), worker_id=worker_id)
-    if args.until_idle:
-        try:
-            ok = worker.run_until_idle(args.timeout)
-        finally:
-            worker.shutdown()
-        if not ok:
-            return output.fail(f"not idle after {args.timeout:.0f} s (see converge status)", 1)
-        output.console.print("[green]idle: journal drained[/green]")
+    stop_metrics = _serve_metrics(worker, args) if args.metrics_port is not None else None
+    try:
+        if args.until_idle:
+            try:
+                ok = worker.run_until_idle(args.timeout)
+            finally:
+                worker.shutdown()
+            if not ok:
+                return output.fail(f"not idle after {args.timeout:.0f} s (see converge status)", 1)
+            output.console.print("[green]idle: journal drained[/green]")
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        worker.run()
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    worker.run()
-    return 0
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+def _serve_metrics(worker: Worker, args: argparse.Namespace) -> Callable[[], None]:
+    try:
+        return metrics.serve(worker.metrics.registry, args.metrics_host, args.metrics_port)
+    except OSError as err:
+        raise ConfigurationError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+                                 f"{err.strerror}") from None
 
 
 def _other_sqlite_worker(engine: Engine, within: float) -> WorkerReport | None:

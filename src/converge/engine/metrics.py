@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
@@ -33,6 +33,7 @@ from converge.core.errors import ConvergeError
 from converge.store import db, report
 
 log = logging.getLogger(__name__)
+disable_created_metrics()  # no ``*_created`` twin of every counter: it doubles the series for nothing here
 
 # Outcomes of one batch sent to the controller.
 APPLIED, PRECONDITION_FAILED, REFUSED, FENCED, FAILED = "applied", "precondition_failed", "refused", "fenced", \
