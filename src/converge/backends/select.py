@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from converge.backends.base import Backend
 from converge.backends.fabric import FabricClient
 from converge.core.errors import ConfigurationError
+from converge.core.tls import TlsFiles
 
 DEFAULT_OVN_NB = "tcp:127.0.0.1:6641"
 
@@ -40,7 +41,8 @@ class BackendSettings:
     ``controller_urls`` and ``token`` (fabric: tried in order, failover), ``ovn_connections`` (ovn: NB
     remotes; a clustered NB fails over across them), ``timeout`` (seconds per request or transaction),
     ``connect_timeout`` (fabric: seconds per TCP connection), ``gateway_chassis`` (ovn: chassis that may
-    host router gateways, highest priority first), ``writer`` (who writes, for the controller's audit).
+    host router gateways, highest priority first), ``writer`` (who writes, for the controller's audit),
+    ``tls`` (CA, client certificate and key: the fabric's ``https://`` URLs, and OVN's ``ssl:`` remotes).
     """
 
     kind: BackendKind = BackendKind.FABRIC
@@ -51,6 +53,7 @@ class BackendSettings:
     connect_timeout: float = 2.0
     gateway_chassis: tuple[str, ...] = ()
     writer: str = "converge"
+    tls: TlsFiles = TlsFiles()
 
 
 def make_backend(settings: BackendSettings) -> Backend:
@@ -68,12 +71,30 @@ def _fabric_backend(settings: BackendSettings) -> Backend:
     if not settings.token:
         raise ConfigurationError("the fabric backend needs the controller's token ([converge] token or token_file)")
     return FabricClient(list(settings.controller_urls), settings.token, timeout=settings.timeout,
-                        connect_timeout=settings.connect_timeout, writer=settings.writer)
+                        connect_timeout=settings.connect_timeout, writer=settings.writer, tls=settings.tls)
 
 
 def _ovn_backend(settings: BackendSettings) -> Backend:
     # Imported here: it loads ovsdbapp and the OVS IDL, which a fabric deployment does not need.
     from converge.backends.ovn import OvnBackend
 
+    if any(remote.startswith("ssl:") for remote in settings.ovn_connections):
+        _ovn_ssl(settings.tls)
+
     return OvnBackend(list(settings.ovn_connections), timeout=settings.timeout, writer=settings.writer,
                       gateway_chassis=settings.gateway_chassis)
+
+
+def _ovn_ssl(files: TlsFiles) -> None:
+    """python-ovs keeps one private key, certificate and CA for every ``ssl:`` stream of the process (as
+    ML2/OVN sets them from its ``ovn_nb_*`` options); it needs all three and cannot skip verification."""
+    if not (files.ca_file and files.cert_file and files.key_file):
+        raise ConfigurationError("ssl: OVN NB remotes need [converge] cafile, certfile and keyfile")
+    if files.insecure:
+        raise ConfigurationError("[converge] insecure does not apply to ssl: OVN NB remotes: python-ovs always "
+                                 "verifies NB's certificate against cafile")
+    from ovs.stream import Stream
+
+    Stream.ssl_set_private_key_file(files.key_file)
+    Stream.ssl_set_certificate_file(files.cert_file)
+    Stream.ssl_set_ca_cert_file(files.ca_file)

@@ -21,6 +21,7 @@ from converge.backends.select import DEFAULT_OVN_NB, BackendKind, BackendSetting
 from converge.core.errors import ConfigurationError
 from converge.core.ids import InvalidId, RootId, root_id
 from converge.core.inifile import read_neutron_config
+from converge.core.tls import TlsFiles, from_config
 from converge.store import db, migrate
 
 DEFAULT_DB = "sqlite:///var/converge.sqlite"
@@ -37,6 +38,7 @@ class Settings:
     ovn_nb: tuple[str, ...] = (DEFAULT_OVN_NB,)
     ovn_timeout: float = 10.0
     gateway_chassis: tuple[str, ...] = ()
+    tls: TlsFiles = TlsFiles()  # [converge] cafile, certfile, keyfile, insecure of a --config-file
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         if self.db_url.startswith("sqlite:///") and not self.db_url.startswith("sqlite:///:"):
@@ -71,11 +73,11 @@ class Settings:
         if self.backend_kind is BackendKind.OVN:
             return make_backend(BackendSettings(kind=BackendKind.OVN, ovn_connections=self.ovn_nb,
                                                 timeout=self.ovn_timeout, gateway_chassis=self.gateway_chassis,
-                                                writer=writer))
+                                                writer=writer, tls=self.tls))
         if not self.controllers:
             raise ConfigurationError("no controller URL: give --controller or set CONVERGE_CONTROLLERS")
         return make_backend(BackendSettings(kind=BackendKind.FABRIC, controller_urls=self.controllers,
-                                            token=self.token(), writer=writer))
+                                            token=self.token(), writer=writer, tls=self.tls))
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {"db": _mask_url(self.db_url), "backend": self.backend_kind.value}
@@ -191,4 +193,4 @@ def settings(args: argparse.Namespace) -> Settings:
         raise ConfigurationError(f"[converge] ovn_timeout {conf['ovn_timeout']!r} is not a number") from None
     return Settings(db, tuple(u.strip() for u in urls), token_file, bool(args.json), conf.get("token"),
                     backend_kind=kind, ovn_nb=tuple(r.strip() for r in ovn_nb), ovn_timeout=ovn_timeout,
-                    gateway_chassis=tuple(_split(conf.get("ovn_gateway_chassis", ""))))
+                    tls=from_config(conf), gateway_chassis=tuple(_split(conf.get("ovn_gateway_chassis", ""))))

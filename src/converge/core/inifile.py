@@ -9,7 +9,7 @@ import configparser
 from converge.core.errors import ConfigurationError
 
 KEYS = ("backend", "controller_urls", "token", "token_file", "ovn_nb_connection", "ovn_timeout",
-        "ovn_gateway_chassis")
+        "ovn_gateway_chassis", "cafile", "certfile", "keyfile", "insecure")
 
 
 def read_neutron_config(paths: list[str]) -> dict[str, str]:

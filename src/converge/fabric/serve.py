@@ -3,7 +3,8 @@
 Why a process of its own: the sync engine talks to controllers over the network, and its tests and
 benchmarks must see real sockets, real restarts and a real refused connection. This module owns the
 process lifecycle: options, tokens, the listening socket (closed and reopened on the same port by the
-``refuse`` fault), the port file for launchers, and a clean shutdown on SIGTERM/SIGINT that closes the
+``refuse`` fault; TLS with ``--tls-cert``/``--tls-key``, client certificates required with
+``--tls-client-ca``), the port file for launchers, and a clean shutdown on SIGTERM/SIGINT that closes the
 database. Called by ``__main__.py``, by operators and by ``converge.testing.fabric.FabricProcess``.
 """
 
@@ -16,13 +17,17 @@ import logging
 import os
 import signal
 import sqlite3
+import ssl
 import sys
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from converge.core.errors import ConfigurationError
+from converge.core.tls import CLIENT_CERTIFICATE_REQUIRED, server_context
 from converge.fabric.app import ACCESS_LOG_FORMAT, WithholdRequestBytes, create_app
-from converge.fabric.httpio import MIB, Settings
+from converge.fabric.httpio import MIB, Settings, json_response
 from converge.fabric.schema import SchemaMismatch
 from converge.fabric.state import Store
 
@@ -79,15 +84,16 @@ def read_token(path: str | None, env: str, option: str) -> str:
 class SiteListener:
     """The TCP site of one runner, which can be closed and opened again on the same host and port."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # None: plain HTTP
         self.runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
     async def open(self) -> None:
         assert self.runner is not None, "SiteListener.open before the runner is set up"
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         await site.start()
         self._site = site
         # With port 0 the OS picked one: keep it, so a reopened socket lands on the same port.
@@ -109,8 +115,21 @@ def _write_port_file(path: Path, port: int) -> None:
     temporary.replace(path)  # atomic: a launcher polling the file never reads half a number
 
 
+@web.middleware
+async def _require_client_certificate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With ``--tls-client-ca``: a request whose connection presented no certificate is refused, saying so (one
+    that presented an untrusted certificate never got past the handshake)."""
+    transport = request.transport
+    if transport is None or not transport.get_extra_info("peercert"):
+        return json_response({"error": CLIENT_CERTIFICATE_REQUIRED,
+                              "message": "this controller requires a TLS client certificate"}, status=403)
+    return await handler(request)
+
+
 async def _serve(settings: Settings, store: Store, listener: SiteListener, port_file: Path | None) -> None:
     app = create_app(settings, store, listener=listener)
+    if listener.ssl_context is not None and listener.ssl_context.verify_mode is ssl.CERT_OPTIONAL:
+        app.middlewares.insert(0, _require_client_certificate)  # before anything else answers, /healthz too
     runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=5.0)
     await runner.setup()
     stop = asyncio.Event()
@@ -120,8 +139,8 @@ async def _serve(settings: Settings, store: Store, listener: SiteListener, port_
     try:
         listener.runner = runner
         await listener.open()
-        log.info("listening on %s:%d (faults %s)", listener.host, listener.port,
-                 "on" if settings.faults else "off")
+        log.info("listening on %s://%s:%d (faults %s)", "https" if listener.ssl_context else "http",
+                 listener.host, listener.port, "on" if settings.faults else "off")
         if port_file is not None:
             _write_port_file(port_file, listener.port)
         await stop.wait()
@@ -149,9 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mtu", type=int, default=9000, metavar="N", help="largest network mtu (default 9000)")
     p.add_argument("--sse-keepalive", type=float, default=15.0, metavar="SECONDS",
                    help="interval of keepalive comments on /v1/events (default 15)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM, chain included)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's unencrypted private key (PEM)")
+    p.add_argument("--tls-client-ca", metavar="FILE",
+                   help="require every client to present a certificate signed by this CA (PEM)")
     p.add_argument("--port-file", help="write the bound port to this file once listening")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The listener's TLS context from ``--tls-*``, None for plain HTTP."""
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together (and --tls-client-ca needs both)")
+    try:
+        return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, str, int]:
@@ -183,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.server").addFilter(WithholdRequestBytes())
     try:
         settings, host, port = _settings(args)
+        tls = tls_context(args)
     except UsageError as exc:
         print(f"converge.fabric: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -193,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("opened %s: %d objects in %d roots", args.db, len(store.index.objects), len(store.index.roots))
     try:
-        asyncio.run(_serve(settings, store, SiteListener(host, port),
+        asyncio.run(_serve(settings, store, SiteListener(host, port, tls),
                            Path(args.port_file) if args.port_file else None))
     except OSError as exc:
         log.error("cannot listen on %s: %s", args.listen, exc)

@@ -7,9 +7,15 @@ turns the options into the backend selector's settings (``converge.backends.sele
 
 from __future__ import annotations
 
+import logging
+import os
+
 from oslo_config import cfg
 
 from converge.backends.select import DEFAULT_OVN_NB, BackendKind, BackendSettings, backend_kind
+from converge.core.tls import TlsFiles
+
+log = logging.getLogger(__name__)
 
 GROUP = "converge"
 
@@ -25,6 +31,15 @@ OPTS = [
     cfg.StrOpt("token_file", help="File holding the bearer token (used when 'token' is not set)."),
     cfg.FloatOpt("request_timeout", default=10.0, min=0.1, help="Seconds to wait for a controller answer."),
     cfg.FloatOpt("connect_timeout", default=2.0, min=0.1, help="Seconds to wait for a TCP connection."),
+    # TLS, named as keystoneauth's session options ([nova], [placement] in neutron.conf) name theirs.
+    cfg.StrOpt("cafile", help="PEM bundle of the CA(s) an https:// controller's certificate must chain to "
+                              "(default: the system's trust store); the CA of ssl: OVN NB remotes."),
+    cfg.StrOpt("certfile", help="Client certificate (PEM) presented to the controller, for a controller that "
+                                "requires one; and to ssl: OVN NB remotes."),
+    cfg.StrOpt("keyfile", help="Unencrypted private key (PEM) of certfile; readable by Neutron's user only."),
+    cfg.BoolOpt("insecure", default=False,
+                help="Do not verify an https:// controller's certificate (logged as a warning at start; never "
+                     "in production). Not for ssl: OVN NB remotes, which are always verified."),
     cfg.ListOpt("ovn_nb_connection", default=[DEFAULT_OVN_NB],
                 help="OVN Northbound DB remotes (tcp:IP:PORT, ssl:IP:PORT or unix:PATH); a clustered NB fails "
                      "over across the list."),
@@ -71,9 +86,21 @@ def token(conf: cfg.ConfigOpts) -> str:
     if group.token:
         return str(group.token)
     if group.token_file:
+        _warn_if_others_read(group.token_file)
         with open(group.token_file) as f:
             return f.read().strip()
     raise ValueError("[converge] needs 'token' or 'token_file' to reach the controller")
+
+
+def _warn_if_others_read(path: str) -> None:
+    """The token lets its holder rewrite the fabric: say so when users other than Neutron's may read it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # reading it says what is wrong
+    if mode & 0o007:
+        log.warning("[converge] token_file %s is readable by other users (mode %03o): chmod 600, or 640 with "
+                    "Neutron's group", path, mode & 0o777)
 
 
 def backend_settings(conf: cfg.ConfigOpts, writer: str) -> BackendSettings:
@@ -86,4 +113,6 @@ def backend_settings(conf: cfg.ConfigOpts, writer: str) -> BackendSettings:
                            ovn_connections=tuple(opts.ovn_nb_connection or ()),
                            timeout=opts.request_timeout if fabric else opts.ovn_timeout,
                            connect_timeout=opts.connect_timeout,
-                           gateway_chassis=tuple(opts.ovn_gateway_chassis or ()), writer=writer)
+                           gateway_chassis=tuple(opts.ovn_gateway_chassis or ()), writer=writer,
+                           tls=TlsFiles(ca_file=opts.cafile, cert_file=opts.certfile, key_file=opts.keyfile,
+                                        insecure=opts.insecure))

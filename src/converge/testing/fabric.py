@@ -3,9 +3,10 @@
 Why a real process: the sync engine must be tested against real sockets, restarts and refused
 connections, not an in-process fake. :class:`FabricProcess` generates fresh tokens (files of mode 0600 in
 ``workdir``), starts ``python -m converge.fabric`` on a free loopback port, waits for ``/healthz``, and
-stops it by its PID (SIGTERM, then SIGKILL after 10 s; never by name). ``restart()`` comes back on the
-same port and database, so clients configured with :attr:`url` simply reconnect. Called by
-``tests/functional/conftest.py``, the benchmarks and ``converge demo``.
+stops it by its PID (SIGTERM, then SIGKILL after 10 s; never by name). With ``tls=`` (:class:`FabricTls`)
+it serves HTTPS, optionally requiring client certificates, and its own helpers verify and present them.
+``restart()`` comes back on the same port and database, so clients configured with :attr:`url` simply
+reconnect. Called by ``tests/functional/conftest.py``, the benchmarks and ``converge demo``.
 
 :func:`stale_writes` is the check a chaos run ends with: no write a stale lease made was applied.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -108,14 +110,42 @@ def _write_secret(path: Path, text: str) -> None:
     path.chmod(0o600)  # O_CREAT's mode does not apply to a file that already existed
 
 
+@dataclass(frozen=True)
+class FabricTls:
+    """HTTPS for a :class:`FabricProcess`: the server's certificate and key and the CA that signed them
+    (the launcher's own requests verify with it); with ``client_ca`` the controller requires a client
+    certificate signed by it, and the launcher presents ``client_cert`` / ``client_key``."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def args(self) -> list[str]:
+        """The controller's ``--tls-*`` options."""
+        args = ["--tls-cert", str(self.cert), "--tls-key", str(self.key)]
+        return args + (["--tls-client-ca", str(self.client_ca)] if self.client_ca else [])
+
+    def context(self) -> ssl.SSLContext:
+        """What the launcher's requests verify the controller with (and present, when it has a client cert)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.client_cert:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key) if self.client_key else None)
+        return context
+
+
 class FabricProcess:
     def __init__(self, workdir: Path, *, faults: bool = True, port_up_delay: float = 0.5,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), tls: FabricTls | None = None) -> None:
         self.workdir = Path(workdir).resolve()  # config files and servers need absolute paths
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.faults = faults
         self.port_up_delay = port_up_delay
         self.extra_args = list(extra_args)
+        self.tls = tls
+        self._verify: ssl.SSLContext | bool = tls.context() if tls else True
         self.db_path = self.workdir / "fabric.sqlite"
         self.log_path = self.workdir / "fabric.log"
         self.token_file = self.workdir / "api-token"
@@ -134,7 +164,7 @@ class FabricProcess:
     def url(self) -> str:
         if not self.port:
             raise RuntimeError("the controller has not been started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -148,6 +178,8 @@ class FabricProcess:
                "--token-file", str(self.token_file), "--port-up-delay", str(self.port_up_delay)]
         if self.faults:
             cmd += ["--faults", "--admin-token-file", str(self.admin_token_file)]
+        if self.tls:
+            cmd += self.tls.args()
         return cmd + self.extra_args
 
     def start(self) -> FabricProcess:
@@ -175,7 +207,7 @@ class FabricProcess:
                 if text:
                     self.port = int(text)
                     try:
-                        if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                        if httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self._verify).status_code == 200:
                             return
                     except httpx.TransportError:
                         pass
@@ -227,14 +259,15 @@ class FabricProcess:
 
     def client(self, *, admin: bool = False, timeout: float = 10.0) -> httpx.Client:
         """An httpx client on :attr:`url` carrying the API (or admin) token."""
-        return httpx.Client(base_url=self.url, headers=self.headers(admin=admin), timeout=timeout)
+        return httpx.Client(base_url=self.url, headers=self.headers(admin=admin), timeout=timeout,
+                            verify=self._verify)
 
     def admin(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
         """Call the admin API (``path`` relative to ``/v1/admin``, or absolute); raise on an error status."""
         if not path.startswith("/"):
             path = f"/v1/admin/{path}"
         response = httpx.request(method, self.url + path, json=json, headers=self.headers(admin=True),
-                                 timeout=10.0)
+                                 timeout=10.0, verify=self._verify)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -251,7 +284,7 @@ class FabricProcess:
         if epoch is not None:
             headers["X-Converge-Epoch"] = str(epoch)
         return httpx.post(f"{self.url}/v1/roots/{root}/batch", json={"operations": list(operations)},
-                          headers=headers, timeout=10.0)
+                          headers=headers, timeout=10.0, verify=self._verify)
 
     def objects(self, root: str, *, page: int = 1000) -> list[dict[str, Any]]:
         """Every object of ``root`` (with its digest), following the pages of GET .../objects."""
@@ -276,7 +309,8 @@ class FabricProcess:
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
         """GET ``path`` with the API token; raise on an error status."""
-        response = httpx.get(self.url + path, params=params, headers=self.headers(), timeout=10.0)
+        response = httpx.get(self.url + path, params=params, headers=self.headers(), timeout=10.0,
+                             verify=self._verify)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

@@ -6,6 +6,8 @@ allows it), 412 ``fenced`` → Fenced (the root's fence names a newer lease epoc
 PreconditionFailed, 4xx naming an operation → ObjectRejected, 401 →
 ConfigurationError, anything undocumented → ProtocolViolation. The token is sent as a bearer header and
 never included in an error message or log line; the client keeps it for the event stream it opens.
+``https://`` URLs are verified against ``tls.ca_file`` (else the system's CAs), with a client certificate
+when one is configured; a failed handshake is reported as one sentence naming why (``core.tls``).
 
 The fabric protocol has no push of changes made behind the engine's back: :meth:`FabricClient.on_drift`
 registers nothing, and the worker's periodic sweep (one paged ``GET /v1/roots``) finds such drift.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -49,6 +52,7 @@ from converge.core.errors import (
 )
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
+from converge.core.tls import CLIENT_CERTIFICATE_REQUIRED, TlsFiles, client_context, describe_failure
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO (thousands of lines a minute from a busy worker): requests are this
@@ -59,7 +63,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 class FabricClient:
     def __init__(self, urls: Sequence[str], token: str, *, timeout: float = 10.0,
                  connect_timeout: float = 2.0, writer: str = "converge", clock: Clock | None = None,
-                 breaker_threshold: int = 3, breaker_reset: float = 5.0) -> None:
+                 breaker_threshold: int = 3, breaker_reset: float = 5.0, tls: TlsFiles | None = None) -> None:
         if not urls:
             raise ConfigurationError("no controller URL configured")
         for url in urls:
@@ -76,8 +80,10 @@ class FabricClient:
         self._followers: list[Callable[[], None]] = []
         self._followers_lock = threading.Lock()
         self.traffic = Traffic()
+        self._tls = _verification(tls or TlsFiles(), self.urls)
+        self._client_cert = bool(tls and tls.cert_file)
         self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            verify=self._tls, timeout=httpx.Timeout(timeout, connect=connect_timeout),
             headers={"Authorization": f"Bearer {token}", "X-Converge-Writer": writer,
                      "User-Agent": "converge", "Accept": "application/json"},
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
@@ -103,7 +109,7 @@ class FabricClient:
             try:
                 resp = self._http.request(method, url + path, content=body, headers=headers, params=params)
             except httpx.TransportError as err:
-                reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                reason = _transport_failure(err, url, client_cert=self._client_cert)
                 breaker.failed(reason)
                 errors.append(f"{url}: {reason}")
                 continue
@@ -125,6 +131,9 @@ class FabricClient:
                 self._refused.add(url)
                 raise Unauthorized(f"controller {url} refused the configured token (401): check [converge] token "
                                    "or token_file")
+            if resp.status_code == 403 and _json_or_empty(resp).get("error") == CLIENT_CERTIFICATE_REQUIRED:
+                raise ConfigurationError(f"controller {url}: TLS: the controller requires a client certificate "
+                                         "([converge] certfile, keyfile)")
             return resp
         self._unavailable = True
         raise ControllerUnavailable("no controller answered: " + "; ".join(errors))
@@ -221,7 +230,7 @@ class FabricClient:
                      on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
         """Follow ``GET /v1/events`` on a daemon thread (reconnecting with ``Last-Event-ID`` across the
         URLs); ``on_connect`` runs after every (re)connection. :meth:`close` stops it too."""
-        stop = events.follow_ports(self.urls, self._token, on_up=on_up, on_connect=on_connect)
+        stop = events.follow_ports(self.urls, self._token, on_up=on_up, on_connect=on_connect, verify=self._tls)
         with self._followers_lock:
             self._followers.append(stop)
         return stop
@@ -244,6 +253,27 @@ class FabricClient:
         for stop in followers:
             stop()
         self._http.close()
+
+
+def _verification(files: TlsFiles, urls: Sequence[str]) -> ssl.SSLContext:
+    """The TLS context of every connection (unused by ``http://`` URLs); says so in the log when the
+    operator turned verification off."""
+    if files.insecure and any(u.startswith("https://") for u in urls):
+        log.warning("TLS verification of the controller's certificate is off ([converge] insecure = true): "
+                    "anyone on the path can impersonate the controller and read the token")
+    return client_context(files)
+
+
+def _transport_failure(err: httpx.TransportError, url: str, *, client_cert: bool) -> str:
+    """Why a request got no answer, in one line: a TLS handshake's reason when that was it."""
+    reason = describe_failure(err)
+    if reason:
+        return reason
+    reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    if client_cert and url.startswith("https://") and isinstance(err, httpx.RemoteProtocolError):
+        # With TLS 1.3 a server refusing our certificate closes the connection after our handshake ended.
+        reason += " (a controller that does not trust our client certificate closes the connection so)"
+    return reason
 
 
 def _p(segment: str) -> str:

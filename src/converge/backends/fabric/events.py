@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ class EventStream:
     """Follows the event stream until :meth:`stop`; ``on_event`` and ``on_connect`` run on its thread."""
 
     def __init__(self, urls: Sequence[str], token: str, *, on_event: Callable[[Event], None],
-                 on_connect: Callable[[], None] | None = None, retry: float = 1.0) -> None:
+                 on_connect: Callable[[], None] | None = None, retry: float = 1.0,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.token = token
         self.on_event = on_event
@@ -60,7 +62,7 @@ class EventStream:
         self.retry = retry
         self.last_id: int | None = None
         self._stop = threading.Event()
-        self._http = httpx.Client(timeout=httpx.Timeout(5.0, read=60.0),
+        self._http = httpx.Client(verify=verify, timeout=httpx.Timeout(5.0, read=60.0),
                                   headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"})
 
     def stop(self) -> None:
@@ -93,14 +95,15 @@ class EventStream:
 
 
 def follow_ports(urls: Sequence[str], token: str, *, on_up: Callable[[ObjectId], None],
-                 on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
-    """Follow the stream on a daemon thread, calling ``on_up(port_id)`` for every ``port_status up``;
-    returns the function that stops it."""
+                 on_connect: Callable[[], None] | None = None, verify: ssl.SSLContext | bool = True,
+                 ) -> Callable[[], None]:
+    """Follow the stream on a daemon thread, calling ``on_up(port_id)`` for every ``port_status up``
+    (``verify``: the client's TLS context); returns the function that stops it."""
 
     def event(e: Event) -> None:
         if e.type == "port_status" and e.data.get("status") == "up" and e.data.get("id") is not None:
             on_up(ObjectId(str(e.data["id"])))
 
-    stream = EventStream(urls, token, on_event=event, on_connect=on_connect)
+    stream = EventStream(urls, token, on_event=event, on_connect=on_connect, verify=verify)
     threading.Thread(target=stream.run, name="converge-port-events", daemon=True).start()
     return stream.stop
