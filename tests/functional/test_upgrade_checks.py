@@ -91,7 +91,9 @@ def test_journal_drained_recent_old_and_refused_objects(store):
     assert refused.code is Code.WARNING and "1 object(s) refused" in refused.details
 
 
-def test_an_unreachable_database_fails_and_no_url_warns():
+def test_an_unreachable_database_or_a_bad_url_fails_and_no_url_warns():
     down = upgrade_checks.on_store(upgrade_checks.schema, f"mysql+pymysql://x:y@127.0.0.1:{free_port()}/neutron")
     assert down.code is Code.FAILURE and "cannot read Converge's store" in down.details
     assert upgrade_checks.on_store(upgrade_checks.schema, "").code is Code.WARNING
+    bad = upgrade_checks.on_store(upgrade_checks.schema, "nosuchdialect://x")
+    assert bad.code is Code.FAILURE and "bad database URL" in bad.details

@@ -24,7 +24,7 @@ from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
 from sqlalchemy.engine import Connection
 
-from converge.core.errors import DatabaseUnavailable
+from converge.core.errors import ConfigurationError, DatabaseUnavailable
 from converge.neutron import config
 from converge.store import db, migrate, report
 
@@ -42,7 +42,10 @@ def on_store(check: Callable[[Connection], Result], url: str) -> Result:
     neutron-status would otherwise stop at the traceback and run none of the checks after it."""
     if not url:
         return Result(Code.WARNING, "[database] connection is not set: Converge's store cannot be checked")
-    engine = db.make_engine(url, pool_size=1)
+    try:
+        engine = db.make_engine(url, pool_size=1)
+    except ConfigurationError as err:
+        return Result(Code.FAILURE, str(err))
     try:
         with db.translated(), engine.connect() as conn:
             return check(conn)
