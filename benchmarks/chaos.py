@@ -36,7 +36,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -63,7 +62,7 @@ from converge.store.schema import desired, journal, roots, status, workers  # no
 from converge.testing.scaleout import ScaleOut  # noqa: E402
 
 sys.path.append(str(HERE))  # appended once Neutron's package is imported (see above)
-from common import differing_roots, report  # noqa: E402
+from common import differing_roots, percentile, report  # noqa: E402
 
 EXTERNAL_CIDR = "198.51.100.0/24"
 FAILED = object()
@@ -538,8 +537,8 @@ class Chaos:
             "calls (all / during the fault)": f"{len(calls)} / {len(during)}",
             "success during the fault": f"{100 * len(ok) / max(1, len(during) - len(refused)):.1f} % "
                                         f"(and {len(refused)} 4xx answers to the workload's own conflicts)",
-            "latency during the fault p50 / p99": (f"{1000 * statistics.median(latencies):.0f} / "
-                                                   f"{1000 * latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms"
+            "latency during the fault p50 / p99": (f"{1000 * percentile(latencies, 50):.0f} / "
+                                                   f"{1000 * percentile(latencies, 99):.0f} ms"
                                                    if latencies else "-"),
             "failures by kind": Counter(f"{c.op}: {c.status or '-'} {(c.error or '')[:60]}" for c in during
                                         if not c.ok).most_common(4),

@@ -42,7 +42,7 @@ APPLIED, PRECONDITION_FAILED, REFUSED, FENCED, FAILED = "applied", "precondition
 PASS_OUTCOMES = ("synced", "blocked", "lease_lost", "race_lost", "temporary", "failed")
 # Every endpoint state a backend reports (the fabric's breaker, or a refused token; OVN's connection).
 ENDPOINT_STATES = ("closed", "half-open", "open", "unauthorized", "up", "down")
-_HEALTHY = {"closed", "half-open", "up"}
+_HEALTHY = {"closed", "up"}  # half-open is a trial after failures, not health: alerts must not flap on it
 
 # Seconds from a change's commit to its acknowledgement: sub-second when healthy, minutes in an outage.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -170,8 +170,8 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 
 def _endpoints(health: list[EndpointHealth]) -> Iterator[Metric]:
-    up = GaugeMetricFamily("converge_controller_up", "1 if the endpoint takes requests (breaker closed or "
-                           "half-open, OVN connected)", labels=["endpoint"])
+    up = GaugeMetricFamily("converge_controller_up", "1 if the endpoint takes requests (breaker closed, OVN "
+                           "connected)", labels=["endpoint"])
     state = GaugeMetricFamily("converge_controller_state", "The endpoint's state as the backend sees it "
                               "(1 for the current one)", labels=["endpoint", "state"])
     for h in health:
