@@ -20,7 +20,7 @@ from converge.backends.base import Backend
 from converge.backends.select import DEFAULT_OVN_NB, BackendKind, BackendSettings, backend_kind, make_backend
 from converge.core.errors import ConfigurationError
 from converge.core.ids import InvalidId, RootId, root_id
-from converge.core.inifile import read_neutron_config
+from converge.core.inifile import number, read_neutron_config
 from converge.core.tls import TlsFiles, from_config
 from converge.store import db, migrate
 
@@ -39,6 +39,8 @@ class Settings:
     ovn_timeout: float = 10.0
     gateway_chassis: tuple[str, ...] = ()
     tls: TlsFiles = TlsFiles()  # [converge] cafile, certfile, keyfile, insecure of a --config-file
+    timeout: float = 10.0  # [converge] request_timeout: seconds per fabric request
+    connect_timeout: float = 2.0
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         if self.db_url.startswith("sqlite:///") and not self.db_url.startswith("sqlite:///:"):
@@ -77,7 +79,8 @@ class Settings:
         if not self.controllers:
             raise ConfigurationError("no controller URL: give --controller or set CONVERGE_CONTROLLERS")
         return make_backend(BackendSettings(kind=BackendKind.FABRIC, controller_urls=self.controllers,
-                                            token=self.token(), writer=writer, tls=self.tls))
+                                            token=self.token(), timeout=self.timeout,
+                                            connect_timeout=self.connect_timeout, writer=writer, tls=self.tls))
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {"db": _mask_url(self.db_url), "backend": self.backend_kind.value}
@@ -124,9 +127,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="FILE",
-        help="Neutron configuration file(s) (repeatable, like Neutron's): [database] connection and "
-        "[converge] backend, controller_urls, token, token_file, ovn_nb_connection, ovn_timeout, "
-        "ovn_gateway_chassis; for an agent run beside Neutron",
+        help="Neutron configuration file(s) (repeatable, like Neutron's): [database] connection and the "
+        "[converge] options of the controller (backend, controller_urls, token, token_file, request_timeout, "
+        "connect_timeout, ovn_*) and, for sync run, of the worker",
     )
     parser.add_argument(
         "--backend",
@@ -187,10 +190,9 @@ def settings(args: argparse.Namespace) -> Settings:
     kind = backend_kind(args.backend or os.environ.get("CONVERGE_BACKEND") or conf.get("backend") or "fabric")
     ovn_nb = (args.ovn_nb or _split(os.environ.get("CONVERGE_OVN_NB", "")) or _split(conf.get("ovn_nb_connection", ""))
               or [DEFAULT_OVN_NB])
-    try:
-        ovn_timeout = float(conf.get("ovn_timeout", "10"))
-    except ValueError:
-        raise ConfigurationError(f"[converge] ovn_timeout {conf['ovn_timeout']!r} is not a number") from None
     return Settings(db, tuple(u.strip() for u in urls), token_file, bool(args.json), conf.get("token"),
-                    backend_kind=kind, ovn_nb=tuple(r.strip() for r in ovn_nb), ovn_timeout=ovn_timeout,
-                    tls=from_config(conf), gateway_chassis=tuple(_split(conf.get("ovn_gateway_chassis", ""))))
+                    backend_kind=kind, ovn_nb=tuple(r.strip() for r in ovn_nb),
+                    ovn_timeout=number(conf, "ovn_timeout", float) or 10.0,
+                    tls=from_config(conf), gateway_chassis=tuple(_split(conf.get("ovn_gateway_chassis", ""))),
+                    timeout=number(conf, "request_timeout", float) or 10.0,
+                    connect_timeout=number(conf, "connect_timeout", float) or 2.0)

@@ -1,4 +1,12 @@
-"""``converge sync run``, ``status``, ``journal``, ``retry``: run a worker and look at its work."""
+"""``converge sync run``, ``status``, ``journal``, ``retry``: run a worker and look at its work.
+
+``sync run`` is the engine's worker alone, for a store and a controller without Neutron (the demo, the
+benchmarks, a SQLite store) or as one more worker beside Neutron's. With ``--config-file`` (Neutron's files)
+it takes the database, the controller and the worker's settings (``[converge]`` lease_duration,
+poll_interval, batch_size …) from them, its flags overriding; but it loads no Neutron and so turns no port
+ACTIVE: in a Neutron deployment that is ``converge-agent``'s work (converge.neutron.agent, an OpenStack
+service reading the same files), or ``neutron-periodic-workers``' with ``[converge] sync_workers`` ≥ 1.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +24,15 @@ from converge.cli import output
 from converge.cli.context import COMMON, Settings, root_arg
 from converge.core.errors import ConfigurationError, ConvergeError
 from converge.core.ids import RootId
+from converge.core.inifile import LEASE_KEY, WORKER_KEYS, number, read_neutron_config
 from converge.engine import metrics
 from converge.engine.worker import Worker, WorkerConfig
 from converge.store import leases, operator, report
 from converge.store.leases import LeaseTiming
 from converge.store.report import WorkerReport
+
+log = logging.getLogger(__name__)
+DEFAULTS = WorkerConfig()
 
 
 def add_parsers(sub: Any) -> None:
@@ -32,11 +44,10 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--until-idle", action="store_true", help="exit once everything is drained")
     p.add_argument("--timeout", type=float, default=300.0, help="with --until-idle: give up after S seconds")
-    p.add_argument("--poll-interval", type=float, default=0.05)
-    p.add_argument("--sweep-interval", type=float, default=5.0)
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--lease-duration", type=float, default=15.0)
-    p.add_argument("--concurrency", type=int, default=4, help="roots reconciled at once")
+    for key in (*WORKER_KEYS, LEASE_KEY):  # --poll-interval … --lease-duration (docs/operations.md)
+        default = _default(key)
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(default), default=None, metavar="N",
+                       help=f"default: [converge] {key} of --config-file, else {default}")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)")
@@ -63,22 +74,32 @@ def add_parsers(sub: Any) -> None:
     r.set_defaults(func=cmd_retry)
 
 
+def _default(key: str) -> float | int:
+    value: float | int = DEFAULTS.lease.duration if key == LEASE_KEY else getattr(DEFAULTS, key)
+    return value
+
+
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
-    d = args.lease_duration
-    return WorkerConfig(
-        poll_interval=args.poll_interval,
-        sweep_interval=args.sweep_interval,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        lease=LeaseTiming(duration=d, renew_every=d / 3, renew_deadline=d * 2 / 3),
-    )
+    """Each setting from its flag, else from ``[converge]`` of the ``--config-file`` files, else the default."""
+    conf = read_neutron_config(args.config_file) if args.config_file else {}
+    values: dict[str, float | int] = {}
+    for key in (*WORKER_KEYS, LEASE_KEY):
+        default = _default(key)
+        values[key] = next(v for v in (getattr(args, key), number(conf, key, type(default)), default) if v is not None)
+    d = values.pop(LEASE_KEY)
+    return WorkerConfig(**values, lease=LeaseTiming(duration=d, renew_every=d / 3,  # type: ignore[arg-type]
+                                                    renew_deadline=d * 2 / 3))
 
 
 def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = worker_config(args)
+    if args.config_file:
+        log.warning("converge sync run turns no Neutron port ACTIVE: ports Converge binds go ACTIVE where "
+                    "converge-agent, or neutron-periodic-workers with [converge] sync_workers >= 1, runs a worker")
     engine = cfg.engine()
     if engine.dialect.name == "sqlite":
-        other = _other_sqlite_worker(engine, args.lease_duration)
+        other = _other_sqlite_worker(engine, settings.lease.duration)
         if other is not None:
             return output.fail(
                 f"another sync worker ({other.worker}, pid {other.pid} on {other.host}, heartbeat "
@@ -86,7 +107,7 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
                 "(one paused writer would hold every other one): stop it, or use MariaDB for several")
     worker_id = leases.new_worker_id()
     backend = cfg.backend(writer=worker_id)  # the controller's audit log names each worker
-    worker = Worker(engine, backend, worker_config(args), worker_id=worker_id)
+    worker = Worker(engine, backend, settings, worker_id=worker_id)
     stop_metrics = _serve_metrics(worker, args) if args.metrics_port is not None else None
     try:
         if args.until_idle:

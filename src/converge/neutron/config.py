@@ -55,8 +55,23 @@ OPTS = [
                  help="Seconds between journal polls of an idle worker."),
     cfg.IntOpt("sync_workers", default=1, min=0,
                help="Sync worker processes neutron-periodic-workers runs (0: run them elsewhere, with "
-                    "'converge sync run --config-file neutron.conf')."),
+                    "'converge-agent --config-file neutron.conf --config-file ml2_conf.ini')."),
     cfg.IntOpt("concurrency", default=4, min=1, help="Projects one worker reconciles at once."),
+    cfg.IntOpt("journal_limit", default=5000, min=1,
+               help="Journal rows one pass over a project reads at most (the rest wait for the next pass)."),
+    cfg.FloatOpt("blocked_retry", default=2.0, min=0.01,
+                 help="Seconds before a project whose objects wait for a parent (refused, or not synced yet) is "
+                      "looked at again; sooner when another project syncs."),
+    cfg.FloatOpt("backoff_base", default=0.5, min=0.01,
+                 help="Seconds a project waits after a failed pass, doubled per consecutive failure up to "
+                      "backoff_cap (each wait jittered between half and all of it)."),
+    cfg.FloatOpt("backoff_cap", default=30.0, min=0.01, help="Seconds a failing project waits at most."),
+    cfg.FloatOpt("membership_interval", default=0.5, min=0.01,
+                 help="Seconds between a worker's looks at which workers are alive: the projects of one that "
+                      "stopped cleanly are taken over at the next look."),
+    cfg.FloatOpt("port_status_resync_interval", default=10.0, min=0.1,
+                 help="Seconds between checks of every port Converge still holds DOWN against the "
+                      "controller's port status (catches a port event missed or come too early)."),
     cfg.StrOpt("vif_type", default="ovs", help="vif_type of ports Converge binds."),
     cfg.DictOpt("vif_details", default={},
                 help="vif_details of ports Converge binds (key:value pairs), over ML2/OVN's for an ovs port: "
