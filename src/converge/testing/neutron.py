@@ -128,6 +128,9 @@ class NeutronStack:
         self.api_log = self.workdir / "neutron-api.log"
         self.periodic_log = self.workdir / "neutron-periodic.log"
         self.db_manage_log = self.workdir / "neutron-db-manage.log"
+        self.agent_log = self.workdir / "converge-agent.log"  # its oslo.log --log-file
+        self.agent_output = self.workdir / "converge-agent.out"  # what it printed before logging was set up
+        self._agents: list[subprocess.Popen[bytes]] = []
         self._api_log_offset = 0
         self.port = 0  # chosen on the first start, then kept by restart_api()
         self.db_url = ""
@@ -270,6 +273,17 @@ class NeutronStack:
                                               env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True)
 
+    def start_agent(self, *args: str) -> subprocess.Popen[bytes]:
+        """``converge-agent`` (a sync worker with the port-status listener, as an OpenStack service) in its own
+        process, with ``args`` (default: this stack's config files) and ``--log-file`` :attr:`agent_log`;
+        :meth:`stop` stops it, as does :func:`stop_process` (SIGTERM: it releases its leases)."""
+        argv = [str(BIN / "converge-agent"), *(args or self.config_args()), "--log-file", str(self.agent_log)]
+        with open(self.agent_output, "ab") as out:
+            agent = subprocess.Popen(argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self._agents.append(agent)
+        return agent
+
     def restart_api(self) -> None:
         """Stop the uWSGI master and start it again on the same port and database."""
         stop_process(self._api)
@@ -277,11 +291,14 @@ class NeutronStack:
         self.start_api()
 
     def stop(self) -> None:
-        """uWSGI master first, then the periodic workers, then MariaDB if this stack started it."""
+        """uWSGI master first, then the periodic workers and agents, then MariaDB if this stack started it."""
         api, self._api = self._api, None
         periodic, self._periodic = self._periodic, None
+        agents, self._agents = self._agents, []
         stop_process(api)
         stop_process(periodic)
+        for agent in agents:
+            stop_process(agent)
         if self._own_mariadb:
             self.mariadb.stop()
 
@@ -312,3 +329,6 @@ class NeutronStack:
 
     def periodic_log_tail(self, lines: int = 40) -> str:
         return tail(self.periodic_log, lines)
+
+    def agent_log_tail(self, lines: int = 40) -> str:
+        return f"{tail(self.agent_output, lines)}\n{tail(self.agent_log, lines)}"
