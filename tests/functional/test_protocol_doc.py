@@ -70,3 +70,14 @@ def test_every_documented_error_code_is_one_the_controller_knows(doc):
     for status, codes in re.findall(r"^\| (\d{3}(?:/\d{3})?) \| (.+?) \|", table, re.MULTILINE):
         for code in re.findall(r"`([a-z_]+)`", codes):
             assert str(STATUS[ErrorCode(code)]) in status.split("/"), code
+
+
+def test_the_localising_example_gets_the_documented_answer(fabric, doc, worked_example):
+    root = worked_example["root"]
+    puts = [{"op": "put", "object": obj} for obj, _, _ in worked_example["objects"]]
+    assert fabric.batch(root, puts, if_match=etag(0)).status_code == 200
+    text = section(doc, "### Localising drift")
+    path, query = re.search(r"^GET (/v1/roots/[^?\s]+)\?(\S+)$", text, re.MULTILINE).groups()
+    answer = json.loads(re.search(r"```json\n(.*?)```", text, re.DOTALL).group(1))
+    params = dict(pair.split("=", 1) for pair in query.split("&"))
+    assert fabric.get(path, params) == answer
