@@ -33,7 +33,8 @@ from converge.core.errors import ConvergeError
 from converge.store import db, report
 
 log = logging.getLogger(__name__)
-disable_created_metrics()  # no ``*_created`` twin of every counter: it doubles the series for nothing here
+# No ``*_created`` twin of every counter: it would double the series for nothing here.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Outcomes of one batch sent to the controller.
 APPLIED, PRECONDITION_FAILED, REFUSED, FENCED, FAILED = "applied", "precondition_failed", "refused", "fenced", \
