@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 from oslo_config import cfg
 
 from converge.cli import sync_cmds
 from converge.core import inifile
-from converge.core.errors import ConfigurationError
 from converge.engine.worker import WorkerConfig
 from converge.neutron import config, worker
+from converge.testing.mariadb import free_port
 
 
 def test_every_option_is_read_by_the_cli_or_named_as_neutron_only():
@@ -82,6 +83,16 @@ def test_sync_run_flags_override_the_file_and_defaults_fill_the_rest(tmp_path):
     assert from_cli(None) == WorkerConfig()
 
 
-def test_a_value_that_is_not_a_number_is_a_configuration_error_naming_it(tmp_path):
-    with pytest.raises(ConfigurationError, match=r"\[converge\] batch_size 'many' is not an integer"):
-        from_cli(conf_file(tmp_path, batch_size="many"))
+def test_sync_run_with_neutron_files_warns_that_it_turns_no_port_active(tmp_path):
+    """``converge sync run --config-file neutron.conf`` drains (no controller is needed for an empty journal),
+    but says at start that ports need converge-agent or the periodic workers; a bad value is exit 2."""
+    path = conf_file(tmp_path, controller_urls=f"http://127.0.0.1:{free_port()}", token="x", lease_duration=4)
+    path.write_text(path.read_text().replace("sqlite://", f"sqlite:///{tmp_path / 'store.sqlite'}"))
+    run = subprocess.run([sys.executable, "-m", "converge.cli.main", "sync", "run", "--until-idle", "--timeout", "30",
+                          "--config-file", str(path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "converge sync run turns no Neutron port ACTIVE" in run.stderr and "converge-agent" in run.stderr
+    path.write_text(path.read_text() + "batch_size = many\n")
+    refused = subprocess.run([sys.executable, "-m", "converge.cli.main", "sync", "run", "--until-idle",
+                              "--config-file", str(path)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "[converge] batch_size 'many' is not an integer" in refused.stderr
