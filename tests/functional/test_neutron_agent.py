@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import sqlalchemy
 from neutron_support import (
@@ -27,6 +29,7 @@ from neutron_support import (
     module_fabric,  # noqa: F401 - the shared "fabric" fixture
     wait_converged,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from converge.testing.fabric import FabricProcess
 from converge.testing.mariadb import MariaDB
@@ -35,6 +38,15 @@ from converge.testing.neutron import NeutronStack, owned, stop_process
 pytestmark = MARKS
 
 LEASE = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+METRICS_PORT = _free_port()
 PROJECT = "p-agent"
 # oslo.log's default format: date time.msecs pid LEVEL logger [request context or -] message
 STARTED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (\d+) INFO converge\.neutron\.worker \[[^]]*\] "
@@ -56,6 +68,7 @@ def agent(stack: NeutronStack) -> Iterator[subprocess.Popen[bytes]]:
     conf_d = stack.workdir / "neutron.conf.d"  # oslo.config reads the *.conf files of a --config-dir
     conf_d.mkdir()
     shutil.copyfile(stack.ml2_conf, conf_d / "ml2.conf")
+    (conf_d / "metrics.conf").write_text(f"[converge]\nmetrics_port = {METRICS_PORT}\n")
     process = stack.start_agent("--config-file", str(stack.neutron_conf), "--config-dir", str(conf_d))
     yield process
     stop_process(process)
@@ -86,6 +99,15 @@ def started_workers(stack: NeutronStack) -> list[str]:
     return [m.group(2) for m in STARTED.finditer(stack.agent_log.read_text() if stack.agent_log.exists() else "")]
 
 
+def scraped() -> dict[str, float]:
+    """The agent's metrics (unlabelled series), or {} while it does not answer."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5.0).text
+    except httpx.TransportError:
+        return {}
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+
 def wait_for(what, check, stack, deadline=DEADLINE):
     end = time.monotonic() + deadline
     while not (found := check()):
@@ -112,6 +134,9 @@ def test_the_agent_syncs_turns_bound_ports_active_logs_through_oslo_and_releases
     log = stack.agent_log.read_text()
     assert re.search(r"^\S+ \S+ \d+ INFO converge\.neutron\.port_status \[[^]]*\] ports reported up: 1 turned ACTIVE",
                      log, re.MULTILINE), log[-3000:]
+    metrics = wait_for("the agent's metrics ([converge] metrics_port of its --config-dir)", scraped, stack)
+    assert metrics["converge_leases_held"] == 1 and metrics["converge_operations_applied_total"] >= 3
+    assert metrics["converge_journal_depth"] == 0 and metrics["converge_store_up"] == 1
 
     agent.send_signal(signal.SIGHUP)  # the configuration read again, the worker restarted with it
     second = wait_for("a second worker after SIGHUP", lambda: started_workers(stack)[1:], stack)[0]
@@ -119,6 +144,8 @@ def test_the_agent_syncs_turns_bound_ports_active_logs_through_oslo_and_releases
     bound_port_turns_active(cloud, fabric, stack, "agent-2", "10.71.1.0/24")
     assert workers(stack).keys() == {second}  # the first one stopped cleanly: gone, not left to expire
     assert owners(stack)[PROJECT] == second
+    # the restarted worker serves the same port (the first one's endpoint was closed with it), counting anew
+    assert wait_for("the second worker's metrics", lambda: scraped().get("converge_leases_held") == 1, stack)
 
     assert stop_process(agent) == 0
     assert workers(stack) == {}

@@ -50,9 +50,11 @@ def add_parsers(sub: Any) -> None:
                        help=f"default: [converge] {key} of --config-file, else {default}")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)")
-    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
-                   help="address the metrics endpoint listens on (default 127.0.0.1)")
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: [converge] metrics_port "
+                        "of --config-file, else not served; 0: not served)")
+    p.add_argument("--metrics-host", default=None, metavar="HOST",
+                   help="address the metrics endpoint listens on (default: [converge] metrics_host of "
+                        "--config-file, else 127.0.0.1)")
     p.set_defaults(func=cmd_sync_run)
 
     s = sub.add_parser("status", parents=[COMMON],
@@ -108,7 +110,7 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     worker_id = leases.new_worker_id()
     backend = cfg.backend(writer=worker_id)  # the controller's audit log names each worker
     worker = Worker(engine, backend, settings, worker_id=worker_id)
-    stop_metrics = _serve_metrics(worker, args) if args.metrics_port is not None else None
+    stop_metrics = _serve_metrics(worker, args)
     try:
         if args.until_idle:
             try:
@@ -128,12 +130,17 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
             stop_metrics()
 
 
-def _serve_metrics(worker: Worker, args: argparse.Namespace) -> Callable[[], None]:
+def _serve_metrics(worker: Worker, args: argparse.Namespace) -> Callable[[], None] | None:
+    """The metrics endpoint the flags, else the ``--config-file`` files, ask for; None when not asked."""
+    conf = read_neutron_config(args.config_file) if args.config_file else {}
+    port = args.metrics_port if args.metrics_port is not None else number(conf, "metrics_port", int)
+    host = args.metrics_host or conf.get("metrics_host") or "127.0.0.1"
+    if not port:
+        return None
     try:
-        return metrics.serve(worker.metrics.registry, args.metrics_host, args.metrics_port)
+        return metrics.serve(worker.metrics.registry, host, int(port))
     except OSError as err:
-        raise ConfigurationError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
-                                 f"{err.strerror}") from None
+        raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {err.strerror}") from None
 
 
 def _other_sqlite_worker(engine: Engine, within: float) -> WorkerReport | None:

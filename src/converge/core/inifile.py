@@ -5,9 +5,9 @@ win, as in oslo.config; a ``--config-dir`` is not read (``converge-agent``, an o
 
 The one list of ``[converge]`` options is ``converge.neutron.config.OPTS`` (oslo.config: the Neutron processes
 and ``converge-agent``). Each of them is named here once: read by the CLI (:data:`BACKEND_KEYS`,
-:data:`WORKER_KEYS`, :data:`LEASE_KEY`) or used by the Neutron processes alone (:data:`NEUTRON_ONLY`). A
-unit test (tests/unit/test_agent_options.py) holds the two lists together, so an option added there cannot
-be ignored here unnoticed.
+:data:`WORKER_KEYS`, :data:`LEASE_KEY`, :data:`METRICS_KEYS`) or used by the Neutron processes alone
+(:data:`NEUTRON_ONLY`). A unit test (tests/unit/test_agent_options.py) holds the two lists together, so an
+option added there cannot be ignored here unnoticed.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ BACKEND_KEYS = ("backend", "controller_urls", "token", "token_file", "request_ti
                 "insecure")
 # The sync worker's settings: each is the field of the same name of converge.engine.worker.WorkerConfig.
 WORKER_KEYS = ("poll_interval", "sweep_interval", "batch_size", "journal_limit", "blocked_retry", "backoff_base",
-               "backoff_cap", "concurrency", "membership_interval")
+               "backoff_cap", "concurrency", "membership_interval", "summary_interval")
 LEASE_KEY = "lease_duration"  # WorkerConfig.lease: renewed every third, written with until two thirds
+# Where a worker serves its Prometheus metrics (converge.engine.metrics; port 0: not served).
+METRICS_KEYS = ("metrics_host", "metrics_port")
 # Port binding and port status need Neutron's plugin in the process; sync_workers is for
 # neutron-periodic-workers.
 NEUTRON_ONLY = ("sync_workers", "port_status_resync_interval", "vif_type", "vif_details", "bind_network_types",
                 "physical_networks", "bind_hosts")
-KEYS = (*BACKEND_KEYS, *WORKER_KEYS, LEASE_KEY)
+KEYS = (*BACKEND_KEYS, *WORKER_KEYS, LEASE_KEY, *METRICS_KEYS)
 
 
 def read_neutron_config(paths: list[str]) -> dict[str, str]:

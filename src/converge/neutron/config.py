@@ -69,6 +69,15 @@ OPTS = [
     cfg.FloatOpt("membership_interval", default=0.5, min=0.01,
                  help="Seconds between a worker's looks at which workers are alive: the projects of one that "
                       "stopped cleanly are taken over at the next look."),
+    cfg.FloatOpt("summary_interval", default=60.0, min=1.0,
+                 help="Seconds between a worker's INFO lines saying what it did since the last one (nothing "
+                      "when it did nothing)."),
+    cfg.PortOpt("metrics_port", default=0,
+                help="Port of a sync worker's Prometheus metrics endpoint (http://metrics_host:PORT/metrics; "
+                     "0: not served). neutron-periodic-workers' sync workers take PORT, PORT+1, ... (one per "
+                     "sync_workers); converge-agent takes PORT. See etc/prometheus and etc/grafana."),
+    cfg.HostAddressOpt("metrics_host", default="127.0.0.1",
+                       help="Address the metrics endpoint listens on."),
     cfg.FloatOpt("port_status_resync_interval", default=10.0, min=0.1,
                  help="Seconds between checks of every port Converge still holds DOWN against the "
                       "controller's port status (catches a port event missed or come too early)."),

@@ -130,4 +130,4 @@ class ConvergeMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
     # -- workers -------------------------------------------------------------------------------------
     def get_workers(self) -> list[Any]:
         """Sync workers for ``neutron-periodic-workers`` (each runs in its own process)."""
-        return [SyncWorker() for _ in range(cfg.CONF.converge.sync_workers)]
+        return [SyncWorker(index=i) for i in range(cfg.CONF.converge.sync_workers)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 # Neutron first: importing it selects oslo.service's threading backend, which importing neutron_lib.worker
@@ -24,6 +25,7 @@ from oslo_config import cfg
 
 from converge.backends.select import make_backend
 from converge.core.inifile import LEASE_KEY, WORKER_KEYS
+from converge.engine import metrics
 from converge.engine.worker import Worker, WorkerConfig
 from converge.neutron import config, recorder
 from converge.neutron.port_status import PortStatusListener
@@ -52,11 +54,13 @@ def build_worker(conf: cfg.ConfigOpts) -> Worker:
 class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
     """One sync worker and its port-status listener, started in the process that runs it."""
 
-    def __init__(self, desc: str = "converge sync worker") -> None:
+    def __init__(self, desc: str = "converge sync worker", *, index: int = 0) -> None:
         super().__init__(worker_process_count=1, desc=desc)
+        self.index = index  # which of neutron-periodic-workers' sync workers: its metrics port is PORT + index
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
         self._ports: PortStatusListener | None = None
+        self._stop_metrics: Callable[[], None] | None = None
 
     def start(self, **kwargs: Any) -> None:
         super().start(**kwargs)
@@ -67,7 +71,19 @@ class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
         self._ports = PortStatusListener(self._worker.backend,
                                          resync_interval=cfg.CONF.converge.port_status_resync_interval)
         self._ports.start()
+        self._serve_metrics(self._worker)
         log.info("converge sync worker %s started", self._worker.id)
+
+    def _serve_metrics(self, worker: Worker) -> None:
+        opts = cfg.CONF.converge
+        if not opts.metrics_port:
+            return
+        port = opts.metrics_port + self.index
+        try:
+            self._stop_metrics = metrics.serve(worker.metrics.registry, opts.metrics_host, port)
+        except OSError as err:  # the worker still syncs: metrics are not worth stopping it for
+            log.error("converge sync worker %s cannot serve metrics on %s:%d: %s ([converge] metrics_port)",
+                      worker.id, opts.metrics_host, port, err.strerror)
 
     def stop(self) -> None:
         """Stop following ports, stop the worker and wait until it has released its leases."""
@@ -76,6 +92,9 @@ class SyncWorker(neutron_worker.BaseWorker):  # type: ignore[misc]
         if self._worker is not None:
             self._worker.stop()
         self.wait()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
+            self._stop_metrics = None
 
     def wait(self) -> None:
         if self._thread is not None:
