@@ -113,3 +113,24 @@ def test_the_layout_is_neutrons():
     assert all(by_branch.values())
     assert (migrate.VERSIONS / "EXPAND_HEAD").read_text().strip() == heads["expand"]
     assert (migrate.VERSIONS / "CONTRACT_HEAD").read_text().strip() == heads["contract"]
+
+
+def test_the_cli_applies_only_the_expand_branch_unless_asked(old_store: Engine, store_url: str) -> None:
+    """A new release's `converge` commands, pointed at a database older servers still use, must not contract
+    it: they apply the expand branch; `converge db upgrade` applies both, or one with --expand / --contract."""
+    from engine_support import cli_env, run_cli
+
+    def stage() -> migrate.Stage:
+        with old_store.connect() as conn:
+            return migrate.schema_state(conn).stage
+
+    status = run_cli("status", "--db", store_url, env=cli_env())
+    assert status.returncode == 0, status.stderr
+    assert stage() is migrate.Stage.CONTRACT_PENDING
+    contract = run_cli("db", "upgrade", "--contract", "--db", store_url, env=cli_env())
+    assert contract.returncode == 0 and "contract branch" in contract.stdout, contract.stderr
+    assert stage() is migrate.Stage.CURRENT
+    both = run_cli("db", "upgrade", "--db", store_url, env=cli_env())
+    assert both.returncode == 0 and "schema is up to date" in both.stdout
+    exclusive = run_cli("db", "upgrade", "--expand", "--contract", "--db", store_url, env=cli_env())
+    assert exclusive.returncode == 2 and "not allowed with" in exclusive.stderr

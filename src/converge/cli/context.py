@@ -51,7 +51,9 @@ class Settings:
                 raise ConfigurationError(f"cannot make the store's folder {folder}: {err.strerror}") from None
         engine = db.make_engine(self.db_url)
         if upgrade:
-            migrate.upgrade(engine)
+            # The expand branch only: safe with any server running older code, which a contract may not be
+            # (on Neutron's database the contract is neutron-db-manage's, or `converge db upgrade`'s).
+            migrate.upgrade(engine, migrate.Phase.EXPAND)
         return engine
 
     def token(self) -> str:

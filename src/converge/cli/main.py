@@ -12,6 +12,7 @@ import sys
 from converge.cli import demo, load_cmd, output, repair_cmds, sync_cmds
 from converge.cli.context import COMMON, add_common, settings
 from converge.core.errors import ConfigurationError, ConvergeError
+from converge.store import migrate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,9 +24,14 @@ def parser() -> argparse.ArgumentParser:
     )
     fab.add_parser("serve", help="run the controller (see: converge fabric serve --help)", add_help=False)
     dbp = sub.add_parser("db", help="schema").add_subparsers(dest="db_cmd", required=True)
-    dbp.add_parser("upgrade", parents=[COMMON], help="create or upgrade Converge's tables").set_defaults(
-        func=cmd_db_upgrade
-    )
+    up = dbp.add_parser("upgrade", parents=[COMMON], help="create or upgrade Converge's tables (both branches; "
+                        "with Neutron, neutron-db-manage does it: docs/operations.md#upgrades)")
+    phase = up.add_mutually_exclusive_group()
+    phase.add_argument("--expand", dest="phase", action="store_const", const=migrate.Phase.EXPAND,
+                       help="only the additive revisions (safe while servers run older code)")
+    phase.add_argument("--contract", dest="phase", action="store_const", const=migrate.Phase.CONTRACT,
+                       help="only the revisions that drop what older code used (once every server runs this code)")
+    up.set_defaults(func=cmd_db_upgrade, phase=None)
     for name, text in (("adopt", "record intent for every existing Neutron resource (--config-file, "
                                  "--os-cloud or --neutron-url); see converge adopt --help"),):
         sub.add_parser(name, help=text, add_help=False)
@@ -40,8 +46,8 @@ def cmd_db_upgrade(cfg: object, args: argparse.Namespace) -> int:
     from converge.cli.context import Settings
 
     assert isinstance(cfg, Settings)
-    cfg.engine(upgrade=True)
-    output.console.print("schema is up to date")
+    migrate.upgrade(cfg.engine(upgrade=False), args.phase)
+    output.console.print(f"schema is up to date{f' ({args.phase.value} branch)' if args.phase else ''}")
     return 0
 
 
