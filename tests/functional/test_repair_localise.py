@@ -103,47 +103,48 @@ def test_a_forced_collision_costs_one_more_call_at_full_width_and_finds_the_diff
         backend.close()
 
 
-def test_drift_in_small_roots_is_repaired_with_one_localising_call_each(engine, fabric):
+def synced(engine, fabric, changes):
+    """Record ``changes`` and let a worker push them; it hands its roots over at once when done."""
     backend = client(fabric)
-    first = make_worker(engine, backend)
+    worker = make_worker(engine, backend)
     try:
-        for r in range(8):
-            record(engine, [change(f"small-{r}", "network", f"small-{r}-net-{i}", name=f"n{i}") for i in range(20)])
-        settle(first)
+        record(engine, changes)
+        settle(worker)
     finally:
-        first.shutdown()
-    fabric.admin("POST", "drop", {"count": 3})
-    fabric.admin("POST", "corrupt", {"count": 3})
+        worker.shutdown()
+        backend.close()
+
+
+def repaired(engine, fabric):
+    """A fresh worker's steps sweep, find the damaged roots and repair them; what it exchanged."""
     backend = client(fabric)
     worker = make_worker(engine, backend)
     try:
         settle(worker)
         assert_converged(engine, fabric)
-        assert "repair:diff" in backend.traffic.by_purpose
-        assert "repair:entries" not in backend.traffic.by_purpose  # 20 objects a root: groups are listed
+        return backend.traffic
     finally:
         worker.shutdown()
+        backend.close()
+
+
+def test_drift_in_small_roots_is_repaired_with_one_localising_call_each(engine, fabric):
+    synced(engine, fabric, [change(f"small-{r}", "network", f"small-{r}-net-{i}", name=f"n{i}")
+                            for r in range(8) for i in range(20)])
+    fabric.admin("POST", "drop", {"count": 3})
+    fabric.admin("POST", "corrupt", {"count": 3})
+    traffic = repaired(engine, fabric)
+    assert "repair:diff" in traffic.by_purpose
+    assert "repair:entries" not in traffic.by_purpose  # 20 objects a root: differing groups are listed
 
 
 def test_a_collision_in_the_store_belief_is_repaired_right_by_the_worker(engine, fabric):
-    backend = client(fabric)
-    first = make_worker(engine, backend)
-    try:
-        record(engine, [change("p1", "network", f"net-{i}", name=f"n{i}") for i in range(20)])
-        settle(first)
-    finally:
-        first.shutdown()
+    synced(engine, fabric, [change("p1", "network", f"net-{i}", name=f"n{i}") for i in range(20)])
     [hit] = fabric.admin("POST", "corrupt", {"count": 1, "root": "p1"})["objects"]
     now = int(fabric.get(f"/v1/roots/p1/objects/{hit['kind']}/{hit['id']}")["digest"], 16)
     with engine.begin() as conn:  # the store believes a digest the cut sums cannot tell from the real one
         conn.execute(update(status).where(status.c.kind == hit["kind"], status.c.id == hit["id"])
                      .values(pushed_digest=canonical.hex256(now + 1)))
-    backend = client(fabric)
-    worker = make_worker(engine, backend)
-    try:
-        settle(worker)
-        assert_converged(engine, fabric)
-        assert fabric.get(f"/v1/roots/p1/objects/{hit['kind']}/{hit['id']}")["object"]["attributes"] == {
-            "name": f"n{hit['id'].split('-')[1]}"}
-    finally:
-        worker.shutdown()
+    repaired(engine, fabric)
+    assert fabric.get(f"/v1/roots/p1/objects/{hit['kind']}/{hit['id']}")["object"]["attributes"] == {
+        "name": f"n{hit['id'].split('-')[1]}"}
