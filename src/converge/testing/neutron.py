@@ -10,6 +10,9 @@ node of a Galera cluster, ``converge.testing.galera``). Called by the functional
 (``tests/functional/test_neutron_harness.py``) and, later, the driver's end-to-end tests and benchmarks.
 With ``auth_strategy = noauth`` every request runs as admin of the project ``fake_project_id``: a POST
 without ``project_id`` creates a resource owned by that project, so tests pass it (see :func:`owned`).
+With ``keystone_authtoken`` (the options of that section: a Keystone's URL and a service user) the API runs
+``auth_strategy = keystone`` instead, as in a cloud: tokens and policies apply (``converge.testing.keystone``,
+Tempest's runs in ``converge.testing.tempest``).
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class NeutronStack:
                  ml2_config: Sections | None = None, processes: int = 2, threads: int = 1,
                  periodic_workers: bool = True, mariadb: MariaDB | None = None,
                  database: str | None = None, new_database: bool = True, debug: bool = False,
-                 tenant_network_type: str = "vxlan") -> None:
+                 tenant_network_type: str = "vxlan", keystone_authtoken: Mapping[str, object] | None = None) -> None:
         if not new_database and (mariadb is None or database is None):
             raise ValueError("a stack on an existing database needs its server (mariadb) and its name (database)")
         self.workdir = Path(workdir).resolve()  # config files and servers need absolute paths
@@ -118,6 +121,7 @@ class NeutronStack:
         self.periodic_workers = periodic_workers
         self.debug = debug
         self.tenant_network_type = tenant_network_type  # "geneve" for ML2/OVN-style project networks
+        self.keystone_authtoken = keystone_authtoken  # None: noauth
         self._own_mariadb = mariadb is None
         self.mariadb = mariadb or MariaDB(self.workdir / "mariadb", durable=False)
         self.database = database or f"neutron_{secrets.token_hex(4)}"
@@ -205,6 +209,9 @@ class NeutronStack:
             "ml2_type_flat": {"flat_networks": "*"},
             "ml2_type_vlan": {"network_vlan_ranges": "physnet1:100:200"},
         }
+        if self.keystone_authtoken is not None:
+            neutron = merge(neutron, {"DEFAULT": {"auth_strategy": "keystone"},
+                                      "keystone_authtoken": self.keystone_authtoken})
         self.neutron_conf.write_text(render_ini(merge(neutron, self.extra_config)))
         self.ml2_conf.write_text(render_ini(merge(ml2, self.extra_ml2_config)))
 
@@ -255,7 +262,10 @@ class NeutronStack:
                 raise NeutronStartError(f"a uWSGI worker died while loading Neutron\n{self.api_log_tail()}")
             try:
                 answer = httpx.get(f"{self.url}/v2.0/networks", timeout=5.0)
-                if answer.status_code == 200 and log.count(b"(default app)") >= self.processes:
+                # With Keystone, an anonymous GET is refused (401) by the app's first filter: the log's
+                # "(default app)" lines say that every worker loaded all of it.
+                ready = (200,) if self.keystone_authtoken is None else (200, 401)
+                if answer.status_code in ready and log.count(b"(default app)") >= self.processes:
                     return
             except httpx.TransportError:
                 pass
