@@ -181,6 +181,36 @@ def test_drift_in_nb_is_repaired_through_the_backends_push_without_a_sweep(engin
     assert_converged(engine, backend)
 
 
+def test_ports_edited_one_after_the_other_behind_our_back_are_both_put_back(engine: Engine, backend: OvnBackend,
+                                                                           ovn: OvnControlPlane) -> None:
+    """Two ports' addresses edited with ovn-nbctl in quick succession (as the chaos suite does): the second
+    edit often lands while the first one's fix is on its way (412 right after repair). The first port's
+    difference, learned by that repair, must still be put back (it once stayed edited for good, with
+    every fingerprint agreeing: the repair had made the edit the store's belief)."""
+    root, admin = "p-" + uuid.uuid4().hex[:10], "admin-" + uuid.uuid4().hex[:10]
+    changes, ids = topology(root, admin)
+    record(engine, changes)
+    worker = Worker(engine, backend, fast_config(sweep_interval=3600.0), worker_id=WorkerId("w1"))
+    settle(worker)
+
+    def addresses(port: str) -> str:
+        return ovn.nbctl("--bare", "--columns=addresses", "list", "Logical_Switch_Port", port).strip()
+
+    original = {p: addresses(ids[p]) for p in ("p1", "p2")}
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        ovn.nbctl("lsp-set-addresses", ids["p1"], "fa:16:3e:ff:00:01 10.255.0.1")
+        ovn.nbctl("lsp-set-addresses", ids["p2"], "fa:16:3e:ff:00:02 10.255.0.2")
+        eventually(lambda: {p: addresses(ids[p]) for p in original} == original, "both ports' addresses back")
+        eventually(lambda: canonical.hex256(backend.root_etag(RootId(root))) == store_roots(engine)[root].acked
+                   and journal_count(engine) == 0, "the acknowledged fingerprint to match NB, the journal drained")
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert_converged(engine, backend)
+
+
 def test_a_row_nb_refuses_is_an_error_naming_it_and_nothing_else_stops(engine: Engine, backend: OvnBackend,
                                                                        ovn: OvnControlPlane) -> None:
     """Another writer holds the logical port name a Neutron port needs (names of ports are unique in NB):

@@ -9,7 +9,7 @@ from memory_support import acked, assert_in_step, change, desired_docs, journal_
 
 from converge.backends.base import Put
 from converge.core.canonical import ObjectDoc
-from converge.core.errors import LeaseLost, PreconditionFailed
+from converge.core.errors import LeaseLost, PreconditionFailed, TemporaryError
 from converge.core.ids import ObjectId, RootId
 from converge.core.kinds import Kind
 from converge.engine.reconciler import Reconciler
@@ -229,3 +229,26 @@ def test_children_of_a_parent_in_a_suspect_root_wait_and_no_batch_must_fail(engi
     assert_in_step(engine, backend, P1)
     assert_in_step(engine, backend, P2)
     assert len([b for b in backend.batches if b.root == P2]) == 1, "the subnet took more than one batch"
+
+
+def test_an_object_a_failed_pass_learned_differing_is_repaired_by_the_next_pass(engine, backend):
+    """Repair learns what the controller holds (the store's belief now says: drifted) and the pass then fails
+    (the controller changed again before the fix went out: 412 right after repair). The next pass's repair
+    finds only the new difference — the first is already believed — yet both objects must be put back:
+    what repair learned is work, kept in the journal, not only in the pass that failed."""
+    record(engine, *topology())
+    reconciler = Reconciler(engine, backend)
+    reconciler.reconcile(take(engine, P1))
+    backend.drift(P1, "network", "n1", ObjectDoc(Kind.NETWORK, ObjectId("n1"), {"name": "edited"}, 1))
+    # the repair's fix is about to go out when the port is edited too
+    backend.before_next_apply(lambda: backend.drift(
+        P1, "port", "port1", ObjectDoc(Kind.PORT, ObjectId("port1"), {"network_id": "n1", "name": "x"}, 1)))
+    with pytest.raises(TemporaryError, match="412 again right after repair"):
+        reconciler.reconcile(take(engine, P1), repair=True)
+    assert ("network", "n1") in journal_keys(engine)  # the learned difference waits in the journal
+    result = reconciler.reconcile(take(engine, P1), repair=True)
+    assert result.repaired
+    while journal_keys(engine):  # the journal rows repair added drain in cheap passes
+        reconciler.reconcile(take(engine, P1))
+    assert desired_docs(engine, P1) == backend.docs(P1)
+    assert_in_step(engine, backend, P1)

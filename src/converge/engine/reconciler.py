@@ -72,6 +72,7 @@ class _Pass:
     moved: bool = False  # moved past a fence from before the store's history
     valid_until: float = math.inf  # local time after which the lease is not written with
     suspect: frozenset[RootId] = frozenset()  # other roots found differing: their objects may be missing
+    learned: set[Key] = field(default_factory=set)  # keys this pass's repairs found differing (and journaled)
 
 
 class Reconciler:
@@ -209,6 +210,7 @@ class Reconciler:
         p.acked = result.acked
         p.repaired = True
         p.fixed += len(result.differing)
+        p.learned |= result.differing.keys()
         self.metrics.repaired(len(result.differing))
         new = [k for k in result.differing if k not in set(p.keys)]
         p.keys.extend(new)
@@ -281,7 +283,7 @@ class Reconciler:
 
     def _final(self, p: _Pass, plan: Plan, drained: list[int]) -> sync.Outcome:
         """What the pass establishes beyond the pushes: settled, removed, blocked, refused, drained."""
-        outcome = sync.Outcome(acked=p.acked, drained=drained)
+        outcome = sync.Outcome(acked=p.acked, drained=drained, planned=set(p.learned))
         for key, digest in plan.settled.items():
             s = p.status.get(key)
             if s is None or s.state is not ObjectState.SYNCED:

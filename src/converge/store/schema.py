@@ -45,6 +45,7 @@ class JournalOp(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
+    REPAIR = "repair"  # written by a repair for an object found differing on the controller (store.sync)
 
 
 class ObjectState(enum.StrEnum):

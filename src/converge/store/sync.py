@@ -22,7 +22,7 @@ from converge.core.kinds import Kind, parents
 from converge.store.db import db_now, insert_missing, upsert
 from converge.store.intent import key_filter
 from converge.store.leases import Lease, guard
-from converge.store.schema import ObjectState, desired, journal, roots, status
+from converge.store.schema import JournalOp, ObjectState, desired, journal, roots, status
 
 # (kind value, id). Plain strings on purpose: an Enum member hashes by name, not value.
 Key = tuple[str, str]
@@ -94,6 +94,8 @@ class Outcome:
     learned: dict[Key, int | None] = field(default_factory=dict)  # repair: what the controller holds
     drained: list[int] = field(default_factory=list)
     repaired: bool = False  # a repair produced this: clears an operator's repair request
+    planned: set[Key] = field(default_factory=set)  # keys repair learned that this pass then planned: their
+    # journal rows written by repair (op "repair") are done with
 
 
 def _hex(value: int | None) -> str | None:
@@ -233,12 +235,21 @@ def commit_outcome(conn: Connection, lease: Lease, outcome: Outcome) -> None:
         conn.execute(delete(status).where(key_filter(status, chunk)))
     for i in range(0, len(outcome.drained), _CHUNK):
         conn.execute(delete(journal).where(journal.c.seq.in_(outcome.drained[i:i + _CHUNK])))
+    for chunk in _chunks(outcome.planned):
+        conn.execute(delete(journal).where(journal.c.root == root, journal.c.op == JournalOp.REPAIR.value,
+                                           key_filter(journal, chunk)))
 
 
 def _learn(conn: Connection, root: RootId, learned: Mapping[Key, int | None]) -> None:
-    """Repair found what the controller really holds: correct ``pushed_digest``, keep states and errors."""
+    """Repair found what the controller really holds: correct ``pushed_digest``, keep states and errors, and
+    put each learned key in the journal. The belief now says where the controller differs from intent, but
+    only the journal (and blocked objects) make work: if the pass that learned it fails before it pushes the
+    fix (the controller changed again: 412 right after repair), the next pass's repair finds nothing new about
+    these keys, and without the journal rows nothing would ever plan them again."""
     if not learned:
         return
+    conn.execute(journal.insert().values(created_at=db_now()),
+                 [{"root": root, "kind": k, "id": i, "op": JournalOp.REPAIR.value} for k, i in learned])
     insert_missing(conn, status, [{"kind": k, "id": i, "root": root, "bucket": canonical.bucket_of(k, i),
                                    "state": ObjectState.PENDING.value, "pushed_digest": None,
                                    "attempts": 0, "updated_at": 0.0} for k, i in learned])
