@@ -173,6 +173,8 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(cli, fabric, tmp_path):
     refused = cli("drift", "--token-file", str(wrong), env=cli_env(CONVERGE_CONTROLLERS=fabric.url))
     assert refused.returncode == 2 and "refused the configured token (401)" in refused.stderr
     assert "not-the-token" not in refused.stdout + refused.stderr
+    served = cli("fabric", "serve", "--help", db=False)
+    assert served.returncode == 0 and served.stdout.startswith("usage: converge fabric serve"), served.stdout[:80]
     bad_root = cli("repair", "--root", "bad root!")
     assert bad_root.returncode == 2 and "invalid root id 'bad root!'" in bad_root.stderr
     assert cli("status", "--root", "../x").returncode == 2

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["fabric", "serve"]:
         from converge.fabric.serve import main as serve
 
-        return serve(argv[2:])
+        return serve(argv[2:], prog="converge fabric serve")
     args = parser().parse_args(argv)
     try:
         return int(args.func(settings(args), args))

@@ -149,8 +149,8 @@ async def _serve(settings: Settings, store: Store, listener: SiteListener, port_
         await runner.cleanup()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m converge.fabric",
+def build_parser(prog: str = "python -m converge.fabric") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="The Converge reference fabric controller (docs/protocol.md).")
     p.add_argument("--listen", default="127.0.0.1:8780", help="HOST:PORT (port 0: the OS picks one)")
     p.add_argument("--allow-non-loopback", action="store_true",
@@ -211,8 +211,8 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, int]:
                     keepalive=args.sse_keepalive), host, port
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m converge.fabric") -> int:
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.server").addFilter(WithholdRequestBytes())
