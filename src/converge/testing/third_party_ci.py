@@ -75,11 +75,13 @@ def interrupts() -> Iterator[None]:
 class Environment:
     """MariaDB, Keystone and the fabric controller, shared by the runs; a context manager."""
 
-    def __init__(self, workdir: Path, *, venv: Path) -> None:
+    def __init__(self, workdir: Path, *, venv: Path, mariadb: MariaDB | None = None) -> None:
         self.workdir = workdir
         self.venv = venv
-        self.mariadb = MariaDB(workdir / "mariadb", durable=False)
-        self.keystone = Keystone(workdir / "keystone", mariadb=self.mariadb, venv=venv)
+        self._own_mariadb = mariadb is None  # else a running server the caller stops
+        self.mariadb = mariadb or MariaDB(workdir / "mariadb", durable=False)
+        self.keystone = Keystone(workdir / "keystone", mariadb=self.mariadb, venv=venv,
+                                 database=f"keystone_{secrets.token_hex(4)}")
         self.fabric = FabricProcess(workdir / "fabric", faults=False)
         self.neutron_password = secrets.token_urlsafe(16)
         self._stack = contextlib.ExitStack()
@@ -87,7 +89,9 @@ class Environment:
 
     def __enter__(self) -> Environment:
         with self._stack as stack:
-            for name, thing in (("mariadb", self.mariadb), ("keystone", self.keystone), ("fabric", self.fabric)):
+            things: list[tuple[str, contextlib.AbstractContextManager[object]]] = [
+                ("keystone", self.keystone), ("fabric", self.fabric)]
+            for name, thing in [("mariadb", self.mariadb), *things] if self._own_mariadb else things:
                 began = time.monotonic()
                 stack.enter_context(thing)
                 self.timings[name] = time.monotonic() - began
@@ -145,11 +149,12 @@ class Admin:
 
 @dataclass(frozen=True)
 class Run:
-    """One driver's Tempest run: its results and how long the stack took to start."""
+    """One driver's Tempest run: its results, how long the stack took to start, the extensions Neutron listed."""
 
     driver: str
     results: tempest.Results
     start_seconds: float
+    extensions: tuple[str, ...]
 
 
 def run_driver(env: Environment, driver: Driver, *, regex: str, concurrency: int,
@@ -169,7 +174,7 @@ def run_driver(env: Environment, driver: Driver, *, regex: str, concurrency: int
               f"extensions); running Tempest ({regex if include_list is None else include_list})", flush=True)
         results = tempest.run(work / "tempest", venv=env.venv, config=config, regex=regex,
                               concurrency=concurrency, include_list=include_list)
-    return Run(driver.name, results, started)
+    return Run(driver.name, results, started, tuple(cloud.extensions))
 
 
 def new_failures(converge: tempest.Results, baseline: tempest.Results) -> list[str]:
@@ -184,6 +189,7 @@ def report(runs: Sequence[Run], out: Path) -> None:
         for name in r.failed:
             print(f"  FAILED {name}")
     out.write_text(json.dumps([{"driver": run.driver, "start_seconds": round(run.start_seconds, 1),
+                                "extensions": run.extensions,
                                 **asdict(run.results)} for run in runs], indent=2) + "\n")
 
 
