@@ -173,6 +173,14 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(cli, fabric, tmp_path):
     refused = cli("drift", "--token-file", str(wrong), env=cli_env(CONVERGE_CONTROLLERS=fabric.url))
     assert refused.returncode == 2 and "refused the configured token (401)" in refused.stderr
     assert "not-the-token" not in refused.stdout + refused.stderr
+    store_only = tmp_path / "store-only.conf"
+    store_only.write_text(f"[database]\nconnection = sqlite:///{tmp_path / 'store-only.sqlite'}\n")
+    not_neutron = cli("drift", "--neutron", "--neutron-url", f"http://127.0.0.1:{free_port()}",
+                      "--config-file", str(store_only), db=False)
+    assert not_neutron.returncode == 2 and "is not Neutron's database" in not_neutron.stderr, not_neutron.stderr
+    assert "Eventlet" not in not_neutron.stderr  # Neutron's import-time banner is not the user's business
+    drift_help = cli("drift", "--help", db=False).stdout
+    assert "--os-cloud" in drift_help and "--neutron-url" in drift_help
     served = cli("fabric", "serve", "--help", db=False)
     assert served.returncode == 0 and served.stdout.startswith("usage: converge fabric serve"), served.stdout[:80]
     bad_root = cli("repair", "--root", "bad root!")

@@ -166,13 +166,20 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    parent.add_argument("--db", default=argparse.SUPPRESS)
-    parent.add_argument("--config-file", action="append", default=argparse.SUPPRESS, metavar="FILE")
-    parent.add_argument("--backend", default=argparse.SUPPRESS, choices=[k.value for k in BackendKind])
-    parent.add_argument("--controller", action="append", default=argparse.SUPPRESS, metavar="URL")
-    parent.add_argument("--ovn-nb", action="append", default=argparse.SUPPRESS, metavar="REMOTE")
-    parent.add_argument("--token-file", default=argparse.SUPPRESS)
-    parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    parent.add_argument("--db", default=argparse.SUPPRESS,
+                        help="intent store URL (env CONVERGE_DB; else [database] connection of --config-file)")
+    parent.add_argument("--config-file", action="append", default=argparse.SUPPRESS, metavar="FILE",
+                        help="Neutron's files, repeated as Neutron takes them (--config-file neutron.conf "
+                             "--config-file ml2_conf.ini): [database] and [converge] come from them")
+    parent.add_argument("--backend", default=argparse.SUPPRESS, choices=[k.value for k in BackendKind],
+                        help="the controller's kind (env CONVERGE_BACKEND; else [converge] backend)")
+    parent.add_argument("--controller", action="append", default=argparse.SUPPRESS, metavar="URL",
+                        help="fabric controller URL, repeat for failover (env CONVERGE_CONTROLLERS)")
+    parent.add_argument("--ovn-nb", action="append", default=argparse.SUPPRESS, metavar="REMOTE",
+                        help="OVN Northbound DB remote, repeat for a cluster (env CONVERGE_OVN_NB)")
+    parent.add_argument("--token-file", default=argparse.SUPPRESS,
+                        help="file holding the fabric controller's token (env CONVERGE_TOKEN_FILE)")
+    parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     return parent
 
 

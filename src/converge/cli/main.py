@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from converge.cli import demo, load_cmd, output, repair_cmds, sync_cmds
 from converge.cli.context import COMMON, add_common, settings
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         # Intent from Neutron's API: the module lives with the rest of Converge's Neutron code and needs
         # Neutron's API client, so it is imported only here, when asked for; the one exception to "cli never
         # imports converge.neutron", written down in pyproject.toml's layers contract.
+        # Neutron's libraries import eventlet, which warns at import that it is deprecated: not the user's
+        # business here (Converge's commands do not use it).
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
         from converge.neutron import adopt
 
         rest = [a for a in argv[1:] if a != "--neutron"]

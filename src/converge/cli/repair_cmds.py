@@ -30,6 +30,7 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="compare Neutron's resources with the intent store instead (see converge adopt --help)",
     )
+    _neutron_api_options(d)
     d.set_defaults(func=cmd_drift)
     r = sub.add_parser("repair", parents=[COMMON], help="make the controller match intent, per root")
     r.add_argument("--root", action="append", type=root_arg, help="roots to repair")
@@ -40,7 +41,15 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="record intent where it differs from Neutron's resources (see converge adopt --help)",
     )
+    _neutron_api_options(r)
     r.set_defaults(func=cmd_repair)
+
+
+def _neutron_api_options(parser: argparse.ArgumentParser) -> None:
+    """Shown here for --help; with --neutron the command runs through converge adopt's parser, which reads them."""
+    api = parser.add_argument_group("with --neutron: how to reach Neutron's API (as an administrator)")
+    api.add_argument("--os-cloud", metavar="CLOUD", help="cloud name in clouds.yaml (admin credentials)")
+    api.add_argument("--neutron-url", metavar="URL", help="a noauth Neutron endpoint (instead of --os-cloud)")
 
 
 def _roots(cfg: Settings, args: argparse.Namespace, backend: Any) -> list[RootId]:

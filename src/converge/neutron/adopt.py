@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from neutron.db.models import l3 as l3_models
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from converge.core.errors import ConfigurationError
 from converge.core.inifile import read_neutron_config
 from converge.core.kinds import Kind
 from converge.neutron import l3, translate
@@ -57,8 +59,14 @@ def attached_interfaces(engine: Any) -> set[str]:
     """Ports Neutron linked to a router (its ``routerports`` rows, read from Neutron's database). A port that
     only looks like an interface — a process died between Neutron creating it and linking it, so Neutron's
     own clean-up never ran — is no interface, and the L3 plugin never recorded one for it."""
-    with engine.connect() as conn:
-        return {str(r[0]) for r in conn.execute(select(l3_models.RouterPort.port_id))}
+    try:
+        with engine.connect() as conn:
+            return {str(r[0]) for r in conn.execute(select(l3_models.RouterPort.port_id))}
+    except (sa_exc.OperationalError, sa_exc.ProgrammingError) as err:
+        if "routerports" not in str(err.orig):
+            raise
+        raise ConfigurationError("the store is not Neutron's database (it has no routerports table): give "
+                                 "--config-file neutron.conf, whose [database] connection holds both") from None
 
 
 def neutron_intent(cloud: Any, progress: Any = None, attached: set[str] | None = None) -> dict[Key, Change]:
