@@ -11,12 +11,15 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from converge.core import tls
+
 
 class ErrorCode(enum.StrEnum):
     BAD_JSON = "bad_json"
     INVALID_ID = "invalid_id"
     UNKNOWN_KIND = "unknown_kind"
     UNAUTHORIZED = "unauthorized"
+    CLIENT_CERTIFICATE_REQUIRED = tls.CLIENT_CERTIFICATE_REQUIRED  # the client recognises it by this code
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MISSING_PARENT = "missing_parent"
@@ -37,6 +40,7 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_ID: 400,
     ErrorCode.UNKNOWN_KIND: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.CLIENT_CERTIFICATE_REQUIRED: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.MISSING_PARENT: 409,

@@ -25,8 +25,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from converge.core.errors import ConfigurationError
-from converge.core.tls import CLIENT_CERTIFICATE_REQUIRED, server_context
+from converge.core.tls import server_context
 from converge.fabric.app import ACCESS_LOG_FORMAT, WithholdRequestBytes, create_app
+from converge.fabric.errors import ErrorCode
 from converge.fabric.httpio import MIB, Settings, json_response
 from converge.fabric.schema import SchemaMismatch
 from converge.fabric.state import Store
@@ -121,7 +122,7 @@ async def _require_client_certificate(request: web.Request, handler: Handler) ->
     that presented an untrusted certificate never got past the handshake)."""
     transport = request.transport
     if transport is None or not transport.get_extra_info("peercert"):
-        return json_response({"error": CLIENT_CERTIFICATE_REQUIRED,
+        return json_response({"error": ErrorCode.CLIENT_CERTIFICATE_REQUIRED.value,
                               "message": "this controller requires a TLS client certificate"}, status=403)
     return await handler(request)
 
