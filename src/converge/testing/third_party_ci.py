@@ -226,9 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work / "mariadb" / "data", ignore_errors=True)  # the databases; the logs stay
     report(runs, work / "results.json")
     print(f"all done in {time.monotonic() - began:.0f} s; logs, tempest.conf and results.json in {work}")
-    if any(not (run.results.passed or run.results.failed) for run in runs):
-        print("third-party-ci: a run ran no test (see its tempest/tempest-run.log)", file=sys.stderr)
-        return 2
+    for run in runs:
+        r = run.results
+        if not (r.passed or r.failed) or (r.exit_code != 0 and not r.failed):
+            print(f"third-party-ci: the {run.driver} run ran no test or Tempest failed outside a test (exit "
+                  f"{r.exit_code}): see {work / run.driver / 'tempest' / 'tempest-run.log'}", file=sys.stderr)
+            return 2
     by_name = {run.driver: run.results for run in runs}
     if "converge" in by_name and "noop" in by_name:
         extra = new_failures(by_name["converge"], by_name["noop"])
