@@ -108,6 +108,7 @@ class Worker:
         self._summarized = self.metrics.totals()
         self._last_try: dict[RootId, float] = {}
         self._said: dict[str, float] = {}  # failure messages logged, and when (see _say_failure)
+        self._store_failures = 0  # steps in a row the database failed
         self._started = time.time()
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="converge-root") \
             if self.config.concurrency > 1 else None
@@ -180,6 +181,8 @@ class Worker:
 
     def _pause(self) -> float:
         """How long an idle loop may wait: the poll interval, or less if maintenance or a root is due."""
+        if self._store_failures:  # the database is away: wait a growing while (capped), not a poll interval
+            return min(self.backoff.delay(self._store_failures), 2.0)
         now = self.clock.monotonic()
         pause = min(self.config.poll_interval, max(0.0, self._next_maintain - now))
         ready = self.queue.next_ready()
@@ -231,8 +234,14 @@ class Worker:
             if self._back.is_set():
                 self._retry_now()
         except ConvergeError as err:
-            log.warning("worker %s: database: %s", self.id, err)
+            # Said once (then DEBUG), and looked at again after a growing pause, not every poll interval.
+            self._store_failures += 1
+            log.log(logging.WARNING if self._news(str(err)) else logging.DEBUG, "worker %s: database: %s",
+                    self.id, err)
             return False
+        if self._store_failures:
+            log.info("worker %s: the database answers again", self.id)
+            self._store_failures = 0
         self._acquire([r for r in dict.fromkeys([*pending, *self.needs_repair])
                        if r not in self.held and owner(r, self.live) == self.id], now)
         for i, root in enumerate(pending):  # oldest change first; the rest after
