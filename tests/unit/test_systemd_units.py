@@ -38,13 +38,14 @@ def read_unit(text: str) -> configparser.ConfigParser:
 
 
 def doc_units() -> list[tuple[str, str]]:
-    """Every ```ini block of the docs that holds an ExecStart, its backslash-continued lines joined."""
+    """Every ```ini block of the docs whose ExecStart runs one of Converge's programs (``converge``,
+    ``converge-agent``), its backslash-continued lines joined; units of Neutron's own programs are left alone."""
     found = []
     for doc in DOCS:
         if not doc.exists():
             continue
         for i, block in enumerate(re.findall(r"```ini\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)):
-            if re.search(r"^ExecStart=\S", block, re.M):
+            if re.search(r"^ExecStart=\S*/converge[ -]", block, re.M):
                 found.append((f"{doc.relative_to(ROOT)}#{i}", block.replace("\\\n", " ")))
     return found
 
