@@ -53,7 +53,7 @@ def test_adopt_drift_repair_and_a_standalone_agent_on_an_existing_cloud(tmp_path
         assert adopted["recorded"] == adopted["resources"] > 10 and adopted["already_in_intent"] == 0
 
         again = converge("adopt", *config, *neutron)
-        assert again.returncode == 0 and "nothing to adopt" in again.stdout, again.stdout
+        assert again.returncode == 0 and "no difference: intent already matches Neutron" in again.stdout, again.stdout
 
         assert converge("drift", "--neutron", *config, *neutron).returncode == 0
         port = next(iter(cloud.network.ports(project_id="p-old-1", name="vm-0")))

@@ -180,7 +180,9 @@ def cmd_status(cfg: Settings, args: argparse.Namespace) -> int:
         except ConvergeError as err:
             unreachable = f"{type(err).__name__}: {err}"
         finally:
-            health = [{"url": h.url, "state": h.state, "error": h.last_error} for h in backend.health()]
+            # One failed read leaves a breaker closed (it opens after several): say what this read found.
+            health = [{"url": h.url, "state": "unreachable" if unreachable and h.failures and h.state == "closed"
+                       else h.state, "error": h.last_error} for h in backend.health()]
             backend.close()
     if cfg.json:
         output.emit_json({"roots": roots, "workers": workers, "controllers": health, "controller_error": unreachable,

@@ -170,17 +170,18 @@ def main(argv: list[str], *, command: str = "adopt") -> int:
                 with engine.begin() as conn:
                     record_many(conn, changes[i:i + 500])
                 bar.advance(rec, len(changes[i:i + 500]))
+    by_op = {op.value: sum(1 for c in changes if c.op is op) for op in JournalOp if op is not JournalOp.REPAIR}
     summary = {"resources": len(found), "already_in_intent": same, "recorded" if write else "differences":
-               len(changes), "by_op": {op.value: sum(1 for c in changes if c.op is op) for op in JournalOp}}
+               len(changes), "by_op": by_op}
     if args.json:
         sys.stdout.write(json.dumps({**summary, "changes": [f"{c.op.value} {c.kind.value}/{c.id}" for c in changes]
                                      if not write else []}, indent=2) + "\n")
     elif not changes:
-        out.print(f"nothing to {command}: intent already matches Neutron ({len(found)} resources)")
+        out.print(f"no difference: intent already matches Neutron ({len(found)} resources)")
     else:
         verb = "recorded" if write else "found"
-        out.print(f"{verb} {len(changes)} differences ({summary['by_op']}); {same} of {len(found)} resources "
-                  "already matched")
+        ops = ", ".join(f"{n} to {op}" for op, n in by_op.items() if n)
+        out.print(f"{verb} {len(changes)} differences ({ops}); {same} of {len(found)} resources already matched")
         if not write:
             for c in changes[:50]:
                 out.print(f"  {c.op.value:6} {c.kind.value} {c.id} (project {c.root})")

@@ -104,10 +104,10 @@ def workers(conn: Connection) -> Result:
         return Result(Code.WARNING, f"no live sync worker (none heartbeat in the last {within:.0f} s; the last "
                                     f"was {last.host} pid {last.pid}, {last.heartbeat_age:.0f} s ago): changes "
                                     "wait in the journal until one runs (neutron-periodic-workers with [converge] "
-                                    "sync_workers >= 1, or 'converge sync run')")
+                                    "sync_workers >= 1, or converge-agent)")
     return Result(Code.WARNING, "no sync worker has run on this database yet: changes wait in the journal until "
                                 "one runs (neutron-periodic-workers with [converge] sync_workers >= 1, or "
-                                "'converge sync run')")
+                                "converge-agent)")
 
 
 def journal(conn: Connection) -> Result:

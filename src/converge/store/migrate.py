@@ -15,9 +15,12 @@ to apply them without Neutron; by the Neutron-side upgrade check (:func:`schema_
 from __future__ import annotations
 
 import enum
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -27,6 +30,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
 
 from converge.store import db
+
+_T = TypeVar("_T")
 
 SCRIPTS = "converge.store:migrations"
 VERSION_TABLE = "converge_alembic_version"
@@ -62,11 +67,21 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(engine: Engine, phase: Phase | None = None) -> None:
-    """Bring the schema to the newest revision of both branches, or of ``phase``'s alone (idempotent)."""
+    """Bring the schema to the newest revision of both branches, or of ``phase``'s alone (idempotent). A
+    database with nothing to apply is left alone without running Alembic (whose INFO lines every CLI
+    command and worker start would otherwise print)."""
     cfg = alembic_config()
     with db.translated(), engine.begin() as conn:
+        if _nothing_to_do(schema_state(conn), phase):
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, phase.target if phase else "heads")
+
+
+def _nothing_to_do(state: SchemaState, phase: Phase | None) -> bool:
+    if state.stage in (Stage.ABSENT, Stage.BEHIND, Stage.AHEAD):
+        return False  # apply (absent, behind), or let Alembic refuse revisions it does not know (ahead)
+    return not any(state.pending[p] for p in ((phase,) if phase else tuple(Phase)))
 
 
 def upgrade_to(engine: Engine, revision: str) -> None:
@@ -96,6 +111,17 @@ class SchemaState:
     unknown: tuple[str, ...]  # revisions in the version table this code does not know
 
 
+def _quietly(read: Callable[[], _T]) -> _T:
+    """Run ``read`` without Alembic's INFO lines ("Context impl …"): a look at the version table is no news."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        return read()
+    finally:
+        logger.setLevel(level)
+
+
 def _phase(script: Script) -> Phase | None:
     parts = Path(script.path).parts
     return next((phase for phase in Phase if phase.value in parts), None)
@@ -107,8 +133,8 @@ def schema_state(conn: Connection) -> SchemaState:
     heads = tuple(sorted(scripts.get_heads()))
     with db.translated():
         present = inspect(conn).has_table(VERSION_TABLE)
-        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_heads() \
-            if present else ()
+        current = _quietly(lambda: MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+                           .get_current_heads()) if present else ()
     known = {s.revision for s in scripts.walk_revisions()}
     unknown = tuple(sorted(set(current) - known))
     applied: set[str] = set()

@@ -123,14 +123,14 @@ class FabricClient:
                 continue
             breaker.succeeded()
             self._preferred = self.urls.index(url)
+            if resp.status_code == 401:  # an answer, but not one worth waking the roots waiting out a backoff
+                self._refused.add(url)
+                raise Unauthorized(f"controller {url} refused the configured token (401): check [converge] token "
+                                   "or token_file")
             if self._unavailable:  # the first answer after "no controller answered": wake the waiters
                 self._unavailable = False
                 for callback in list(self._available):
                     callback()
-            if resp.status_code == 401:
-                self._refused.add(url)
-                raise Unauthorized(f"controller {url} refused the configured token (401): check [converge] token "
-                                   "or token_file")
             if resp.status_code == 403 and _json_or_empty(resp).get("error") == CLIENT_CERTIFICATE_REQUIRED:
                 raise ConfigurationError(f"controller {url}: TLS: the controller requires a client certificate "
                                          "([converge] certfile, keyfile)")
