@@ -47,7 +47,6 @@ its PID at the end, on failure and on Ctrl-C/SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -56,14 +55,13 @@ import os
 import random
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +74,7 @@ from sqlalchemy import text  # noqa: E402
 from converge.testing.mariadb import MariaDB  # noqa: E402
 from converge.testing.neutron import BIN, NeutronStack, owned, stop_process, tail  # noqa: E402
 from converge.testing.ovn import OvnControlPlane, OvnDataplane  # noqa: E402
+from converge.testing.processes import interrupts  # noqa: E402
 
 # benchmarks/neutron.py, loaded under another name: "neutron" is Neutron's own package.
 _spec = importlib.util.spec_from_file_location("bench_neutron", Path(__file__).with_name("neutron.py"))
@@ -724,19 +723,6 @@ def versions() -> str:
             f"{first_line('ovsdb-server', '--version')}, {first_line('mariadbd', '--version')}")
 
 
-@contextlib.contextmanager
-def terminated_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so the teardown runs as for Ctrl-C."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def teardown(sides: list[Side], maria: MariaDB | None) -> None:
     """Every process the script started, by PID: maintenance worker, Neutron, chassis, control plane,
     MariaDB; each step runs even if an earlier one fails."""
@@ -800,7 +786,7 @@ def main() -> None:
     body: list[str] = []
     failed = True
     try:
-        with terminated_as_interrupt():
+        with interrupts():
             maria = MariaDB(work / "mariadb")
             maria.start()
             for name in names:

@@ -24,7 +24,6 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from converge.backends.base import Backend
@@ -63,20 +62,6 @@ def converge_neutron(workdir: Path, converge: Mapping[str, object], **options: A
 def sync_states(cloud: Any) -> dict[str, list[dict[str, Any]]]:
     """Collection → every resource the admin sees there (any project's), as the API returns it."""
     return {c: list(cloud.network.get(f"/{c}").json()[c]) for c in SYNCED}
-
-
-@contextlib.contextmanager
-def interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that the ``with`` blocks that started processes
-    stop them; the previous handler comes back on the way out."""
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -156,6 +141,7 @@ def converged(engine: Any, client: Backend, cloud: Any, ports: list[str]) -> tup
 
 def run(cfg: Settings, args: argparse.Namespace) -> int:
     from converge.testing.fabric import FabricProcess
+    from converge.testing.processes import interrupts
 
     work = fresh_workdir(args.workdir)
     with interrupts(), FabricProcess(work / "fabric", faults=False, port_up_delay=0.5) as fabric:

@@ -34,9 +34,10 @@ from rich.tree import Tree
 
 from converge.cli import output
 from converge.cli.context import Settings
-from converge.cli.neutron_demo import converge_neutron, fresh_workdir, hold, interrupts, sync_states, uninterrupted
+from converge.cli.neutron_demo import converge_neutron, fresh_workdir, hold, sync_states, uninterrupted
 from converge.testing.neutron import NeutronStack
 from converge.testing.ovn import OvnControlPlane, OvnDataplane, Vm
+from converge.testing.processes import interrupts
 
 HOST = "demo-compute-1"  # the chassis' hostname: every port's binding:host_id
 ADMIN, ALPHA, BETA = "demo-admin", "demo-alpha", "demo-beta"

@@ -14,11 +14,13 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 from converge.testing.neutron import stop_process, tail
 
@@ -115,3 +117,17 @@ def blamed_on(daemon: Daemon | None) -> Iterator[None]:
         yield
     except (CommandError, subprocess.TimeoutExpired) as error:
         raise StartError(f"{error}\n{daemon.tail() if daemon else ''}") from error
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that the ``with`` blocks that started processes
+    stop them; the previous handler comes back on the way out."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

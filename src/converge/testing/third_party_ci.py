@@ -23,13 +23,11 @@ import contextlib
 import json
 import secrets
 import shutil
-import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -39,6 +37,7 @@ from converge.testing.fabric import FabricProcess, FabricStartError
 from converge.testing.keystone import DOMAIN, Keystone, KeystoneStartError
 from converge.testing.mariadb import MariaDB
 from converge.testing.neutron import NeutronStack, NeutronStartError
+from converge.testing.processes import interrupts
 
 DRIVERS = ("converge", "noop")
 PUBLIC = "public"
@@ -57,19 +56,6 @@ class Driver:
 
 CONVERGE = Driver("converge", ("converge",), "port_security,converge", ("converge_router",), True)
 NOOP = Driver("noop", ("converge_noop",), "port_security", ("router",), False)
-
-
-@contextlib.contextmanager
-def interrupts() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every ``with`` that started a process stops it."""
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Environment:
