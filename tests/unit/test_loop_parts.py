@@ -15,6 +15,14 @@ def test_backoff_grows_exponentially_within_jitter_and_cap():
             assert ceiling / 2 <= b.delay(n) <= ceiling
 
 
+def test_backoff_after_a_weekend_of_failures_stays_at_the_cap():
+    """A root failing every 30 s through a long controller outage reaches 1,024 failures in 8.5 h: 2^1023 and
+    beyond do not fit a float (it raised OverflowError, and the worker went on failing around it)."""
+    b = Backoff(base=0.5, cap=30.0, rng=random.Random(1))
+    for n in (1_025, 10_000, 10**9):
+        assert 15.0 <= b.delay(n) <= 30.0
+
+
 def test_breaker_opens_after_threshold_then_half_opens_then_closes():
     clock = FakeClock()
     br = CircuitBreaker(threshold=3, reset_after=5.0, clock=clock)

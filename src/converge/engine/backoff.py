@@ -15,7 +15,9 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, failures: int) -> float:
-        ceiling = min(self.cap, self.base * (2 ** max(0, failures - 1)))
+        # The exponent is clamped: 2^n past ~1,024 failures (8.5 h of a controller away, at a 30 s cap) does
+        # not fit a float, and the cap was reached long before anyway.
+        ceiling = min(self.cap, self.base * 2.0 ** min(max(0, failures - 1), 64))
         return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
 
     def jitter(self, seconds: float) -> float:
