@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -41,6 +42,7 @@ class Settings:
     tls: TlsFiles = TlsFiles()  # [converge] cafile, certfile, keyfile, insecure of a --config-file
     timeout: float = 10.0  # [converge] request_timeout: seconds per fabric request
     connect_timeout: float = 2.0
+    file_conf: Mapping[str, str] = field(default_factory=dict)  # what the --config-file files said, read once
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         if self.db_url.startswith("sqlite:///") and not self.db_url.startswith("sqlite:///:"):
@@ -204,4 +206,4 @@ def settings(args: argparse.Namespace) -> Settings:
                     ovn_timeout=number(conf, "ovn_timeout", float) or 10.0,
                     tls=from_config(conf), gateway_chassis=tuple(_split(conf.get("ovn_gateway_chassis", ""))),
                     timeout=number(conf, "request_timeout", float) or 10.0,
-                    connect_timeout=number(conf, "connect_timeout", float) or 2.0)
+                    connect_timeout=number(conf, "connect_timeout", float) or 2.0, file_conf=conf)

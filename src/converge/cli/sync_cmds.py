@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -81,9 +81,11 @@ def _default(key: str) -> float | int:
     return value
 
 
-def worker_config(args: argparse.Namespace) -> WorkerConfig:
-    """Each setting from its flag, else from ``[converge]`` of the ``--config-file`` files, else the default."""
-    conf = read_neutron_config(args.config_file) if args.config_file else {}
+def worker_config(args: argparse.Namespace, conf: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Each setting from its flag, else from ``[converge]`` of the ``--config-file`` files (``conf``, when the
+    caller read them already), else the default."""
+    if conf is None:
+        conf = read_neutron_config(args.config_file) if args.config_file else {}
     values: dict[str, float | int] = {}
     for key in (*WORKER_KEYS, LEASE_KEY):
         default = _default(key)
@@ -95,7 +97,7 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 
 def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = worker_config(args)
+    settings = worker_config(args, cfg.file_conf)
     if args.config_file:
         log.warning("converge sync run turns no Neutron port ACTIVE: ports Converge binds go ACTIVE where "
                     "converge-agent, or neutron-periodic-workers with [converge] sync_workers >= 1, runs a worker")
@@ -110,7 +112,7 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
     worker_id = leases.new_worker_id()
     backend = cfg.backend(writer=worker_id)  # the controller's audit log names each worker
     worker = Worker(engine, backend, settings, worker_id=worker_id)
-    stop_metrics = _serve_metrics(worker, args)
+    stop_metrics = _serve_metrics(worker, args, cfg.file_conf)
     try:
         if args.until_idle:
             try:
@@ -130,9 +132,8 @@ def cmd_sync_run(cfg: Settings, args: argparse.Namespace) -> int:
             stop_metrics()
 
 
-def _serve_metrics(worker: Worker, args: argparse.Namespace) -> Callable[[], None] | None:
-    """The metrics endpoint the flags, else the ``--config-file`` files, ask for; None when not asked."""
-    conf = read_neutron_config(args.config_file) if args.config_file else {}
+def _serve_metrics(worker: Worker, args: argparse.Namespace, conf: Mapping[str, str]) -> Callable[[], None] | None:
+    """The metrics endpoint the flags, else the ``--config-file`` files (``conf``), ask for; None when not asked."""
     port = args.metrics_port if args.metrics_port is not None else number(conf, "metrics_port", int)
     host = args.metrics_host or conf.get("metrics_host") or "127.0.0.1"
     if not port:

@@ -13,6 +13,7 @@ option added there cannot be ignored here unnoticed.
 from __future__ import annotations
 
 import configparser
+from collections.abc import Mapping
 
 from converge.core.errors import ConfigurationError
 
@@ -51,7 +52,7 @@ def read_neutron_config(paths: list[str]) -> dict[str, str]:
     return {k: v.strip() for k, v in found.items() if v and v.strip()}
 
 
-def number(conf: dict[str, str], key: str, kind: type[int] | type[float]) -> int | float | None:
+def number(conf: Mapping[str, str], key: str, kind: type[int] | type[float]) -> int | float | None:
     """``[converge] key`` as a number, None when unset; ConfigurationError naming the key when not one."""
     text = conf.get(key)
     if text is None:
